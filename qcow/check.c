@@ -1,0 +1,360 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check.c - consistency check and refcount rebuild, modelled on what
+ * qemu-img check verifies (notes/qcow2.md section 15).
+ *
+ * The walk counts one reference per host cluster for everything reachable:
+ * the header, the refcount table and blocks, the active L1 table and every
+ * snapshot's, each L2 table once per L1 that points at it, and every data
+ * or compressed cluster once per L2 entry.  Stored refcounts below that
+ * are corruption; above it, leaks.  A rebuild writes a fresh refcount
+ * table and blocks past the end of the file and switches the header to
+ * them in one write, so a crash during it leaves the old structure.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+struct walk {
+	uint32_t *refs;
+	uint64_t nclusters;
+	struct qcow_check_result *res;
+};
+
+static void ref_range(struct qcow_image *img, struct walk *w, uint64_t off, uint64_t bytes)
+{
+	if (!bytes)
+		return;
+	for (uint64_t c = cluster_of(img, off); c <= cluster_of(img, off + bytes - 1); c++) {
+		if (c >= w->nclusters) {
+			w->res->corruptions++; /* reference beyond the end of the file */
+			return;
+		}
+		if (w->refs[c] != UINT32_MAX)
+			w->refs[c]++;
+	}
+}
+
+static void walk_l2(struct qcow_image *img, struct walk *w, const uint8_t *table)
+{
+	for (uint32_t i = 0; i < img->l2_entries; i++) {
+		uint64_t e = be64_at(table + 8 * (size_t)i), host, bytes;
+
+		if (e & QCOW_OFLAG_COMPRESSED) {
+			if ((e & QCOW_OFLAG_COPIED) ||
+			    compressed_range(img, e, &host, &bytes) < 0) {
+				w->res->corruptions++;
+				continue;
+			}
+			ref_range(img, w, host, bytes);
+			continue;
+		}
+		host = e & L2E_OFFSET_MASK;
+		if ((e & L2E_RESERVED_MASK) || (host & (img->cluster_size - 1))) {
+			w->res->corruptions++;
+			continue;
+		}
+		if (host) {
+			ref_range(img, w, host, img->cluster_size);
+			w->res->allocated_clusters++;
+		}
+	}
+}
+
+static int walk_l1(struct qcow_image *img, struct walk *w, const uint64_t *l1, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t e = be64toh(l1[i]), off = e & L1E_OFFSET_MASK;
+		int32_t slot;
+
+		if ((e & L1E_RESERVED_MASK) || (off & (img->cluster_size - 1))) {
+			w->res->corruptions++;
+			continue;
+		}
+		if (!off)
+			continue;
+		ref_range(img, w, off, img->cluster_size);
+		if (l2_get(img, off, false, &slot) < 0) {
+			w->res->corruptions++;
+			continue;
+		}
+		walk_l2(img, w, cache_table(&img->l2_cache, slot));
+		table_put(&img->l2_cache, slot);
+	}
+	return 0;
+}
+
+static int walk_snapshots(struct qcow_image *img, struct walk *w)
+{
+	ref_range(img, w, img->snapshots_offset, img->snapshots_bytes);
+	for (uint32_t i = 0; i < img->nb_snapshots; i++) {
+		const struct snapshot *s = &img->snapshots[i];
+		uint64_t *l1;
+		int err;
+
+		if (!s->l1_size)
+			continue;
+		ref_range(img, w, s->l1_offset, 8 * (uint64_t)s->l1_size);
+		l1 = malloc(8 * (size_t)s->l1_size);
+		if (!l1)
+			return qcow_fail(img, -ENOMEM, "no memory for a snapshot L1 table");
+		err = img->ops->pread(img->ctx, l1, 8 * (size_t)s->l1_size, s->l1_offset);
+		if (err == 0)
+			walk_l1(img, w, l1, s->l1_size);
+		else
+			w->res->check_errors++;
+		free(l1);
+	}
+	return 0;
+}
+
+/* Counts references to every cluster; with_refcounts adds the refcount structure. */
+static int walk_all(struct qcow_image *img, struct walk *w, bool with_refcounts)
+{
+	uint64_t n = img->end_cluster;
+	int err;
+
+	if (n > QCOW_MAX_CHECK_CLUSTERS)
+		return qcow_fail(img, -EFBIG, "image too large to check (%llu clusters)",
+		                 (unsigned long long)n);
+	w->nclusters = n;
+	w->refs = calloc(n ? n : 1, sizeof(*w->refs));
+	if (!w->refs)
+		return qcow_fail(img, -ENOMEM, "no memory to count %llu clusters",
+		                 (unsigned long long)n);
+	ref_range(img, w, 0, img->cluster_size);
+	ref_range(img, w, img->l1_offset, 8 * (uint64_t)img->l1_size);
+	if (with_refcounts) {
+		ref_range(img, w, img->reftable_offset,
+		          (uint64_t)img->reftable_clusters << img->cluster_bits);
+		for (uint32_t i = 0; i < img->reftable_entries; i++) {
+			uint64_t off = img->reftable[i] & RTE_OFFSET_MASK;
+
+			if (img->reftable[i] & RTE_RESERVED_MASK) {
+				w->res->corruptions++;
+				continue;
+			}
+			if (off)
+				ref_range(img, w, off, img->cluster_size);
+		}
+	}
+	walk_l1(img, w, img->l1, img->l1_size);
+	err = walk_snapshots(img, w);
+	if (err < 0) {
+		free(w->refs);
+		return err;
+	}
+	return 0;
+}
+
+/* Compares stored refcounts with the walk; counts corruptions and leaks. */
+static int compare(struct qcow_image *img, struct walk *w)
+{
+	uint64_t E = img->refblock_entries;
+	uint64_t last = (uint64_t)img->reftable_entries * E;
+
+	for (uint64_t c = 0; c < last || c < w->nclusters; c++) {
+		uint64_t stored = 0, want = c < w->nclusters ? w->refs[c] : 0;
+		uint64_t rt = c / E;
+
+		if (rt < img->reftable_entries && img->reftable[rt] &&
+		    !(img->reftable[rt] & RTE_RESERVED_MASK)) {
+			if (refcount_get(img, c, &stored) < 0) {
+				w->res->check_errors++;
+				c = (rt + 1) * E - 1; /* skip the unreadable block */
+				continue;
+			}
+		} else if (c >= w->nclusters) {
+			c = (rt + 1) * E - 1; /* nothing stored, nothing referenced */
+			continue;
+		}
+		if (stored < want)
+			w->res->corruptions++;
+		else if (stored > want)
+			w->res->leaks++;
+		if (stored && c + 1 > w->res->image_end_offset >> img->cluster_bits)
+			w->res->image_end_offset = (c + 1) << img->cluster_bits;
+	}
+	return 0;
+}
+
+/* COPIED must be set exactly where the stored refcount is 1 (active tables). */
+static int check_copied(struct qcow_image *img, struct walk *w, bool fix)
+{
+	for (uint32_t i = 0; i < img->l1_size; i++) {
+		uint64_t e = be64toh(img->l1[i]), off = e & L1E_OFFSET_MASK, rc;
+		int32_t slot;
+
+		if (!off || (e & L1E_RESERVED_MASK) || (off & (img->cluster_size - 1)))
+			continue;
+		if (refcount_get(img, cluster_of(img, off), &rc) < 0)
+			continue;
+		if ((bool)(e & QCOW_OFLAG_COPIED) != (rc == 1)) {
+			w->res->corruptions++;
+			if (fix)
+				l1_set(img, i,
+				       rc == 1 ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED);
+		}
+		if (l2_get(img, off, false, &slot) < 0)
+			continue;
+		for (uint32_t j = 0; j < img->l2_entries; j++) {
+			uint8_t *p = cache_table(&img->l2_cache, slot) + 8 * (size_t)j;
+			uint64_t le = be64_at(p), host = le & L2E_OFFSET_MASK;
+
+			if ((le & QCOW_OFLAG_COMPRESSED) || !host || (le & L2E_RESERVED_MASK))
+				continue;
+			if (refcount_get(img, cluster_of(img, host), &rc) < 0)
+				continue;
+			if ((bool)(le & QCOW_OFLAG_COPIED) == (rc == 1))
+				continue;
+			w->res->corruptions++;
+			if (fix) {
+				put_be64(p, rc == 1 ? le | QCOW_OFLAG_COPIED
+				                    : le & ~QCOW_OFLAG_COPIED);
+				table_dirty(img, &img->l2_cache, slot);
+			}
+		}
+		table_put(&img->l2_cache, slot);
+	}
+	return 0;
+}
+
+static int write_structure(struct qcow_image *img, const uint32_t *refs, uint64_t t, uint64_t nt,
+                           uint64_t nb)
+{
+	uint64_t cs = img->cluster_size, E = img->refblock_entries;
+	uint8_t *buf = calloc(1, cs);
+	uint64_t *table = calloc(nt * cs / 8, sizeof(uint64_t));
+	uint8_t *tbuf = calloc(nt, cs);
+	int err = -ENOMEM;
+
+	if (!buf || !table || !tbuf)
+		goto out_free;
+	for (uint64_t r = 0; r < nb; r++) {
+		memset(buf, 0, cs);
+		for (uint64_t i = 0; i < E; i++) {
+			uint64_t c = r * E + i, v;
+
+			if (c >= t)
+				v = c < t + nt + nb ? 1 : 0;
+			else
+				v = refs[c];
+			rb_entry_set(img, buf, (uint32_t)i, v);
+		}
+		table[r] = (t + nt + r) << img->cluster_bits;
+		err = img->ops->pwrite(img->ctx, buf, cs, table[r]);
+		if (err < 0)
+			goto out_free;
+	}
+	for (uint64_t i = 0; i < nt * cs / 8; i++)
+		put_be64(tbuf + 8 * i, table[i]);
+	err = img->ops->pwrite(img->ctx, tbuf, nt * cs, t << img->cluster_bits);
+	if (err == 0)
+		err = img->ops->sync(img->ctx);
+	if (err < 0)
+		goto out_free;
+	/* Switch: one header write.  The old structure is now unreferenced. */
+	for (uint32_t i = 0; i < img->rb_cache.capacity; i++)
+		if (img->rb_cache.slots[i].valid)
+			cache_drop(&img->rb_cache, (int32_t)i);
+	free(img->reftable);
+	img->reftable = table;
+	table = NULL;
+	img->reftable_entries = (uint32_t)(nt * cs / 8);
+	img->reftable_offset = t << img->cluster_bits;
+	img->reftable_clusters = (uint32_t)nt;
+	img->reftable_dirty = false;
+	img->end_cluster = t + nt + nb;
+	img->free_hint = 1;
+	err = header_write(img);
+	if (err == 0)
+		err = img->ops->sync(img->ctx);
+out_free:
+	if (err < 0)
+		img->fenced = err;
+	free(buf);
+	free(table);
+	free(tbuf);
+	return err < 0 ? qcow_fail(img, err, "rebuilding refcounts failed: %s", strerror(-err)) : 0;
+}
+
+int rebuild_refcounts(struct qcow_image *img)
+{
+	struct qcow_check_result res = {0};
+	struct walk w = {.res = &res};
+	uint64_t cs = img->cluster_size, E = img->refblock_entries, t, nb, nt;
+	int err;
+
+	err = write_back(img);
+	if (err < 0)
+		return err;
+	err = walk_all(img, &w, false);
+	if (err < 0)
+		return err;
+	t = w.nclusters;
+	nb = (t + E - 1) / E + 1;
+	nt = (nb * 8 + cs - 1) / cs;
+	for (;;) {
+		uint64_t nb2 = (t + nt + nb + E - 1) / E, nt2 = (nb2 * 8 + cs - 1) / cs;
+
+		if (nb2 <= nb && nt2 <= nt)
+			break;
+		nb = nb2 > nb ? nb2 : nb;
+		nt = nt2 > nt ? nt2 : nt;
+	}
+	if (nt * cs > QCOW_MAX_REFTABLE_BYTES) {
+		free(w.refs);
+		return qcow_fail(img, -EFBIG, "refcount table would exceed %u MiB",
+		                 QCOW_MAX_REFTABLE_BYTES >> 20);
+	}
+	err = write_structure(img, w.refs, t, nt, nb);
+	free(w.refs);
+	return err;
+}
+
+int qcow_check(struct qcow_image *img, unsigned repair, struct qcow_check_result *out)
+{
+	struct qcow_check_result res = {0};
+	struct walk w = {.res = &res};
+	int err;
+
+	if (img->kind == IMAGE_RAW)
+		return qcow_fail(img, -ENOTSUP, "raw images have nothing to check");
+	if (repair && !img->writable)
+		return qcow_fail(img, -EROFS, "repair needs the image open read-write");
+	if (img->writable) {
+		err = qcow_flush(img);
+		if (err < 0)
+			return err;
+	}
+	err = walk_all(img, &w, true);
+	if (err < 0)
+		return err;
+	compare(img, &w);
+	check_copied(img, &w, false);
+	free(w.refs);
+	if (repair && (res.corruptions || res.leaks)) {
+		err = rebuild_refcounts(img);
+		if (err < 0)
+			return err;
+		memset(&w, 0, sizeof(w));
+		w.res = &res;
+		memset(&res, 0, sizeof(res));
+		err = walk_all(img, &w, true);
+		if (err < 0)
+			return err;
+		check_copied(img, &w, repair & QCOW_REPAIR_ALL);
+		res.corruptions = 0;
+		err = qcow_flush(img);
+		if (err < 0) {
+			free(w.refs);
+			return err;
+		}
+		compare(img, &w);
+		check_copied(img, &w, false);
+		free(w.refs);
+		res.rebuilt = 1;
+	}
+	*out = res;
+	return 0;
+}

@@ -1,0 +1,446 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * refcount.c - reference counts and cluster allocation.
+ *
+ * Refcount blocks hold refcount_bits-wide big-endian entries (sub-byte
+ * widths LSB-first within a byte).  A refcount block for a range of
+ * clusters that has none yet is placed at the first cluster of that range,
+ * so it describes itself and allocating it needs no further allocation.
+ * Growing the refcount table writes a new, larger table (and any refcount
+ * blocks it needs) past the end of everything in use, then switches the
+ * header to it in one write.
+ *
+ * Decrements are never applied at once: free_later() queues them until the
+ * mapping that dropped the cluster is on disk (tables.c, step 5).
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+uint64_t rb_entry_get(const struct qcow_image *img, const uint8_t *rb, uint32_t i)
+{
+	switch (img->refcount_order) {
+	case 0:
+		return (rb[i / 8] >> (i % 8)) & 1;
+	case 1:
+		return (rb[i / 4] >> (2 * (i % 4))) & 3;
+	case 2:
+		return (rb[i / 2] >> (4 * (i % 2))) & 15;
+	case 3:
+		return rb[i];
+	case 4:
+		return be16_at(rb + 2 * (size_t)i);
+	case 5:
+		return be32_at(rb + 4 * (size_t)i);
+	default:
+		return be64_at(rb + 8 * (size_t)i);
+	}
+}
+
+void rb_entry_set(const struct qcow_image *img, uint8_t *rb, uint32_t i, uint64_t v)
+{
+	unsigned shift;
+	uint8_t mask;
+
+	switch (img->refcount_order) {
+	case 0:
+	case 1:
+	case 2:
+		shift = (i % (8u >> img->refcount_order)) << img->refcount_order;
+		mask = (uint8_t)(((1u << img->refcount_bits) - 1) << shift);
+		rb[(i << img->refcount_order) / 8] =
+		    (uint8_t)((rb[(i << img->refcount_order) / 8] & ~mask) | (v << shift));
+		return;
+	case 3:
+		rb[i] = (uint8_t)v;
+		return;
+	case 4:
+		put_be16(rb + 2 * (size_t)i, (uint16_t)v);
+		return;
+	case 5:
+		put_be32(rb + 4 * (size_t)i, (uint32_t)v);
+		return;
+	default:
+		put_be64(rb + 8 * (size_t)i, v);
+	}
+}
+
+static uint64_t refcount_max(const struct qcow_image *img)
+{
+	return img->refcount_bits == 64 ? UINT64_MAX : (1ull << img->refcount_bits) - 1;
+}
+
+/* The refcount block entry of cluster, pinned; -ENOENT if it has none. */
+static int rb_lookup(struct qcow_image *img, uint64_t cluster, int32_t *slot, uint32_t *index)
+{
+	uint64_t rt = cluster / img->refblock_entries;
+	uint64_t off;
+	int err;
+
+	if (rt >= img->reftable_entries || !img->reftable[rt])
+		return -ENOENT;
+	off = img->reftable[rt] & RTE_OFFSET_MASK;
+	if (img->reftable[rt] & RTE_RESERVED_MASK)
+		return qcow_fail(img, -EIO,
+		                 "corrupt image: refcount table entry %llu has reserved bits set",
+		                 (unsigned long long)rt);
+	err = rb_get(img, off, false, slot);
+	if (err < 0)
+		return err;
+	*index = (uint32_t)(cluster % img->refblock_entries);
+	return 0;
+}
+
+int refcount_get(struct qcow_image *img, uint64_t cluster, uint64_t *rc)
+{
+	int32_t slot;
+	uint32_t i;
+	int err = rb_lookup(img, cluster, &slot, &i);
+
+	if (err == -ENOENT) {
+		*rc = 0;
+		return 0;
+	}
+	if (err < 0)
+		return err;
+	*rc = rb_entry_get(img, cache_table(&img->rb_cache, slot), i);
+	table_put(&img->rb_cache, slot);
+	return 0;
+}
+
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+/*
+ * True if [off, off+len) touches metadata we know of: the header, the
+ * L1 table, the refcount table, the snapshot table, or a cached table.
+ * Writes there would destroy the image, whatever the refcounts claim.
+ */
+bool overlaps_metadata(struct qcow_image *img, uint64_t off, uint64_t len)
+{
+	uint64_t cs = img->cluster_size;
+
+	if (overlaps(off, len, 0, cs))
+		return true;
+	if (overlaps(off, len, img->l1_offset, 8 * (uint64_t)img->l1_size))
+		return true;
+	if (overlaps(off, len, img->reftable_offset, (uint64_t)img->reftable_clusters * cs))
+		return true;
+	if (img->snapshots_bytes && overlaps(off, len, img->snapshots_offset, img->snapshots_bytes))
+		return true;
+	for (uint64_t c = off & ~(cs - 1); c < off + len; c += cs)
+		if (cache_find(&img->l2_cache, c) >= 0 || cache_find(&img->rb_cache, c) >= 0)
+			return true;
+	return false;
+}
+
+int refcount_set(struct qcow_image *img, uint64_t cluster, uint64_t rc)
+{
+	int32_t slot;
+	uint32_t i;
+	int err = rb_lookup(img, cluster, &slot, &i);
+
+	if (err == -ENOENT)
+		return qcow_fail(img, -EIO, "internal error: no refcount block for cluster %llu",
+		                 (unsigned long long)cluster);
+	if (err < 0)
+		return err;
+	if (rc > refcount_max(img)) {
+		table_put(&img->rb_cache, slot);
+		return qcow_fail(img, -ERANGE, "refcount of cluster %llu would overflow",
+		                 (unsigned long long)cluster);
+	}
+	rb_entry_set(img, cache_table(&img->rb_cache, slot), i, rc);
+	table_dirty(img, &img->rb_cache, slot);
+	table_put(&img->rb_cache, slot);
+	return 0;
+}
+
+static void note_in_use(struct qcow_image *img, uint64_t first, uint64_t n)
+{
+	if (first + n > img->end_cluster)
+		img->end_cluster = first + n;
+}
+
+/* A new refcount block at the first cluster of range rt, counting itself. */
+static int new_refblock(struct qcow_image *img, uint64_t rt)
+{
+	uint64_t c0 = rt * img->refblock_entries;
+	uint64_t off = c0 << img->cluster_bits;
+	int32_t slot;
+	int err;
+
+	if (off >= QCOW_MAX_HOST_OFFSET)
+		return qcow_fail(img, -EFBIG, "image file would exceed the qcow2 offset limit");
+	if (overlaps_metadata(img, off, img->cluster_size))
+		return qcow_fail(img, -EIO,
+		                 "corrupt image: clusters in use at 0x%llx have no refcount block",
+		                 (unsigned long long)off);
+	note_in_use(img, c0, 1);
+	err = rb_get(img, off, true, &slot);
+	if (err < 0)
+		return err;
+	rb_entry_set(img, cache_table(&img->rb_cache, slot), 0, 1);
+	table_put(&img->rb_cache, slot);
+	img->reftable[rt] = off;
+	img->reftable_dirty = true;
+	img->meta_dirty = true;
+	return 0;
+}
+
+static bool has_refblock(uint64_t rt, const uint64_t *table, uint64_t entries)
+{
+	return rt < entries && table[rt];
+}
+
+/*
+ * Replaces the refcount table with one of at least need entries, placed at
+ * the end of the file.  Ranges the new table falls into that have no
+ * refcount block get one at their first cluster; the table starts after
+ * such a block if the range begins inside it.
+ */
+static int grow_reftable(struct qcow_image *img, uint64_t need)
+{
+	uint64_t E = img->refblock_entries, cs = img->cluster_size;
+	uint64_t entries = need + need / 2 + 1;
+	uint64_t n = (entries * 8 + cs - 1) / cs;
+	uint64_t t = img->end_cluster, *table, old_off = img->reftable_offset;
+	uint64_t old_clusters = img->reftable_clusters;
+	bool moved;
+	int err;
+
+	do {
+		moved = false;
+		for (uint64_t r = t / E; r <= (t + n - 1) / E; r++) {
+			if (has_refblock(r, img->reftable, img->reftable_entries))
+				continue;
+			if (r * E >= t) {
+				t = r * E + 1;
+				moved = true;
+				break;
+			}
+		}
+		if ((t + n - 1) / E >= n * cs / 8) {
+			n = ((t + n - 1) / E + 1) * 8 / cs + 1;
+			moved = true;
+		}
+	} while (moved);
+	if (n * cs > QCOW_MAX_REFTABLE_BYTES)
+		return qcow_fail(img, -EFBIG, "refcount table would exceed %u MiB",
+		                 QCOW_MAX_REFTABLE_BYTES >> 20);
+	if ((t + n) << img->cluster_bits >= QCOW_MAX_HOST_OFFSET)
+		return qcow_fail(img, -EFBIG, "image file would exceed the qcow2 offset limit");
+
+	/* Everything the old refcounts hold must be on disk before the switch. */
+	err = write_back(img);
+	if (err < 0)
+		return err;
+	table = calloc(n * cs / 8, sizeof(*table));
+	if (!table)
+		return qcow_fail(img, -ENOMEM, "no memory for a %llu-cluster refcount table",
+		                 (unsigned long long)n);
+	memcpy(table, img->reftable, img->reftable_entries * sizeof(*table));
+	free(img->reftable);
+	img->reftable = table;
+	img->reftable_entries = (uint32_t)(n * cs / 8);
+	for (uint64_t r = t / E; r <= (t + n - 1) / E; r++) {
+		if (!table[r]) {
+			err = new_refblock(img, r);
+			if (err < 0)
+				return err;
+		}
+	}
+	note_in_use(img, t, n);
+	for (uint64_t c = t; c < t + n; c++) {
+		err = refcount_set(img, c, 1);
+		if (err < 0)
+			return err;
+	}
+	img->reftable_offset = t << img->cluster_bits;
+	img->reftable_clusters = (uint32_t)n;
+	img->reftable_dirty = true;
+	err = write_back(img); /* refcount blocks, then the new table */
+	if (err < 0)
+		return err;
+	err = header_write(img);
+	if (err < 0)
+		return err;
+	err = img->ops->sync(img->ctx);
+	if (err < 0) {
+		img->fenced = err;
+		return qcow_fail(img, err, "sync failed: %s", strerror(-err));
+	}
+	/* Nothing points at the old table any more. */
+	for (uint64_t i = 0; i < old_clusters; i++) {
+		err = free_later(img, (old_off >> img->cluster_bits) + i);
+		if (err < 0)
+			return err;
+	}
+	return 0;
+}
+
+static int ensure_refblock(struct qcow_image *img, uint64_t rt)
+{
+	int err;
+
+	if (rt >= img->reftable_entries) {
+		err = grow_reftable(img, rt + 1);
+		if (err < 0)
+			return err;
+	}
+	if (img->reftable[rt])
+		return 0;
+	return new_refblock(img, rt);
+}
+
+int alloc_clusters(struct qcow_image *img, uint64_t n, uint64_t *offset)
+{
+	uint64_t limit = QCOW_MAX_HOST_OFFSET >> img->cluster_bits;
+	uint64_t c = img->free_hint, start = c, run = 0;
+	int err;
+
+	assert(n > 0);
+	while (run < n) {
+		uint64_t rt = c / img->refblock_entries, rc;
+
+		if (c >= limit)
+			return qcow_fail(img, -EFBIG,
+			                 "image file would exceed the qcow2 offset limit");
+		if (!has_refblock(rt, img->reftable, img->reftable_entries)) {
+			err = ensure_refblock(img, rt);
+			if (err < 0)
+				return err;
+			continue; /* look at c again: the new block may sit there */
+		}
+		err = refcount_get(img, c, &rc);
+		if (err < 0)
+			return err;
+		if (rc == 0) {
+			if (run == 0)
+				start = c;
+			run++;
+		} else {
+			run = 0;
+			if (c == img->free_hint)
+				img->free_hint = c + 1;
+		}
+		c++;
+	}
+	if (overlaps_metadata(img, start << img->cluster_bits, n << img->cluster_bits))
+		return qcow_fail(
+		    img, -EIO,
+		    "corrupt image: metadata at 0x%llx has refcount 0; run check --repair",
+		    (unsigned long long)(start << img->cluster_bits));
+	for (uint64_t i = 0; i < n; i++) {
+		err = refcount_set(img, start + i, 1);
+		if (err < 0)
+			return err;
+	}
+	if (start == img->free_hint)
+		img->free_hint = start + n;
+	note_in_use(img, start, n);
+	*offset = start << img->cluster_bits;
+	return 0;
+}
+
+int free_later(struct qcow_image *img, uint64_t cluster)
+{
+	if (img->npending == img->pending_cap) {
+		if (img->pending_cap == QCOW_MAX_PENDING_FREES) {
+			int err = write_back(img);
+
+			if (err < 0)
+				return err;
+		} else {
+			uint32_t cap = img->pending_cap ? 2 * img->pending_cap : 64;
+			uint64_t *p = realloc(img->pending_free, cap * sizeof(*p));
+
+			if (!p)
+				return qcow_fail(img, -ENOMEM, "no memory to queue freed clusters");
+			img->pending_free = p;
+			img->pending_cap = cap;
+		}
+	}
+	img->pending_free[img->npending++] = cluster;
+	img->meta_dirty = true;
+	return 0;
+}
+
+int free_range_later(struct qcow_image *img, uint64_t host_off, uint64_t bytes)
+{
+	for (uint64_t c = cluster_of(img, host_off); c <= cluster_of(img, host_off + bytes - 1);
+	     c++) {
+		int err = free_later(img, c);
+
+		if (err < 0)
+			return err;
+	}
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int punch(struct qcow_image *img, uint64_t first, uint64_t n)
+{
+	int err;
+
+	if (!img->ops->punch_hole || n == 0)
+		return 0;
+	err = img->ops->punch_hole(img->ctx, first << img->cluster_bits, n << img->cluster_bits);
+	/* A file system without hole punching only costs space. */
+	if (err == -EOPNOTSUPP || err == -ENOSYS)
+		return 0;
+	if (err < 0)
+		return qcow_fail(img, err, "punching a hole at 0x%llx failed: %s",
+		                 (unsigned long long)(first << img->cluster_bits), strerror(-err));
+	return 0;
+}
+
+int apply_pending_frees(struct qcow_image *img)
+{
+	uint64_t run_start = 0, run_len = 0;
+	int err = 0;
+
+	qsort(img->pending_free, img->npending, sizeof(uint64_t), cmp_u64);
+	for (uint32_t i = 0; i < img->npending; i++) {
+		uint64_t c = img->pending_free[i], rc;
+
+		err = refcount_get(img, c, &rc);
+		if (err < 0)
+			break;
+		if (rc == 0) {
+			err = qcow_fail(img, -EIO, "corrupt image: freeing cluster %llu twice",
+			                (unsigned long long)c);
+			break;
+		}
+		err = refcount_set(img, c, rc - 1);
+		if (err < 0)
+			break;
+		if (rc - 1 > 0)
+			continue;
+		if (c < img->free_hint)
+			img->free_hint = c;
+		if (run_len && run_start + run_len == c) {
+			run_len++;
+			continue;
+		}
+		err = punch(img, run_start, run_len);
+		if (err < 0)
+			break;
+		run_start = c;
+		run_len = 1;
+	}
+	img->npending = 0;
+	if (err < 0) {
+		img->fenced = err;
+		return err;
+	}
+	return punch(img, run_start, run_len);
+}

@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tables.c - loading L2 tables and refcount blocks into their caches, and
+ * writing metadata back in the order that keeps an image consistent
+ * across a crash (DESIGN.md invariants 1 and 2, notes/qcow2.md section 13):
+ *
+ *   1. sync guest data written so far;
+ *   2. write refcount blocks (increments only), sync, then the refcount
+ *      table if it gained entries, sync;
+ *   3. write L2 tables, sync;
+ *   4. write the L1 table, sync;
+ *   5. only now drop the refcounts of clusters the new mappings released,
+ *      write those refcount blocks, sync, and punch the freed clusters.
+ *
+ * So an L2 entry never reaches the disk before the refcount that owns its
+ * cluster, nor before the data it points at, and a freed cluster is never
+ * reused while an on-disk mapping still points at it.  While the dirty bit
+ * is set (lazy refcounts) the syncs between the steps are skipped: an
+ * image opened with the dirty bit set gets its refcounts rebuilt.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+static uint64_t host_limit(const struct qcow_image *img)
+{
+	uint64_t end = img->end_cluster << img->cluster_bits;
+
+	return end > img->file_size ? end : img->file_size;
+}
+
+static int check_table_offset(struct qcow_image *img, uint64_t off, const char *what)
+{
+	if (off == 0 || (off & (img->cluster_size - 1)) || off >= QCOW_MAX_HOST_OFFSET)
+		return qcow_fail(img, -EIO, "corrupt image: %s at invalid offset 0x%llx", what,
+		                 (unsigned long long)off);
+	if (off + img->cluster_size > host_limit(img))
+		return qcow_fail(img, -EIO,
+		                 "corrupt image: %s at 0x%llx lies beyond the end of the file",
+		                 what, (unsigned long long)off);
+	return 0;
+}
+
+static int sync_data(struct qcow_image *img)
+{
+	int err = img->ops->sync(img->ctx);
+
+	if (err < 0) {
+		img->fenced = err;
+		return qcow_fail(img, err, "sync failed: %s", strerror(-err));
+	}
+	img->data_unsynced = false;
+	return 0;
+}
+
+/* A barrier between two write-back steps; lazy refcounts skip it. */
+static int barrier(struct qcow_image *img)
+{
+	if (img->dirty_bit_on_disk)
+		return 0;
+	return sync_data(img);
+}
+
+static int write_table(struct qcow_image *img, struct table_cache *c, int32_t slot)
+{
+	struct cached_table *t = &c->slots[slot];
+	int err;
+
+	err = img->ops->pwrite(img->ctx, cache_table(c, slot), c->table_bytes, t->offset);
+	if (err < 0) {
+		img->fenced = err;
+		return qcow_fail(img, err, "writing metadata at 0x%llx failed: %s",
+		                 (unsigned long long)t->offset, strerror(-err));
+	}
+	t->dirty = false;
+	return 0;
+}
+
+static int write_dirty(struct qcow_image *img, struct table_cache *c, bool *wrote)
+{
+	for (uint32_t i = 0; i < c->capacity; i++) {
+		if (!c->slots[i].valid || !c->slots[i].dirty)
+			continue;
+		int err = write_table(img, c, (int32_t)i);
+
+		if (err < 0)
+			return err;
+		*wrote = true;
+	}
+	return 0;
+}
+
+static int write_reftable(struct qcow_image *img)
+{
+	size_t bytes = (size_t)img->reftable_clusters << img->cluster_bits;
+	uint8_t *buf = malloc(bytes);
+	int err;
+
+	if (!buf)
+		return qcow_fail(img, -ENOMEM, "no memory for the refcount table");
+
+	for (uint32_t i = 0; i < img->reftable_entries; i++)
+		put_be64(buf + 8 * (size_t)i, img->reftable[i]);
+	memset(buf + 8 * (size_t)img->reftable_entries, 0,
+	       bytes - 8 * (size_t)img->reftable_entries);
+	err = img->ops->pwrite(img->ctx, buf, bytes, img->reftable_offset);
+	free(buf);
+	if (err < 0) {
+		img->fenced = err;
+		return qcow_fail(img, err, "writing the refcount table failed: %s", strerror(-err));
+	}
+	img->reftable_dirty = false;
+	return 0;
+}
+
+static int write_l1(struct qcow_image *img)
+{
+	uint32_t lo = img->l1_dirty_lo, hi = img->l1_dirty_hi;
+	int err;
+
+	if (lo > hi)
+		return 0;
+	err = img->ops->pwrite(img->ctx, &img->l1[lo], 8 * (size_t)(hi - lo + 1),
+	                       img->l1_offset + 8 * (uint64_t)lo);
+	if (err < 0) {
+		img->fenced = err;
+		return qcow_fail(img, err, "writing the L1 table failed: %s", strerror(-err));
+	}
+	img->l1_dirty_lo = UINT32_MAX;
+	img->l1_dirty_hi = 0;
+	return 0;
+}
+
+/* Steps 1 and 2: everything a new L2 entry depends on. */
+static int write_back_refcounts(struct qcow_image *img)
+{
+	bool wrote = false;
+	int err;
+
+	if (img->data_unsynced && !img->dirty_bit_on_disk) {
+		err = sync_data(img);
+		if (err < 0)
+			return err;
+	}
+	err = write_dirty(img, &img->rb_cache, &wrote);
+	if (err < 0)
+		return err;
+	if (img->reftable_dirty) {
+		if (wrote && (err = barrier(img)) < 0)
+			return err;
+		err = write_reftable(img);
+		if (err < 0)
+			return err;
+		wrote = true;
+	}
+	if (wrote)
+		return barrier(img);
+	return 0;
+}
+
+int write_back(struct qcow_image *img)
+{
+	bool wrote = false;
+	int err;
+
+	if (img->fenced)
+		return qcow_fail(img, -EIO, "an earlier write-back failed; reopen the image");
+	if (img->meta_dirty && img->lazy && !img->dirty_bit_on_disk) {
+		err = set_dirty_bit(img, true);
+		if (err < 0)
+			return err;
+	}
+	err = write_back_refcounts(img);
+	if (err < 0)
+		return err;
+	err = write_dirty(img, &img->l2_cache, &wrote);
+	if (err < 0)
+		return err;
+	if (wrote && (err = barrier(img)) < 0)
+		return err;
+	if (img->l1_dirty_lo <= img->l1_dirty_hi) {
+		err = write_l1(img);
+		if (err < 0)
+			return err;
+		if ((err = barrier(img)) < 0)
+			return err;
+	}
+	img->meta_dirty = false;
+	if (img->npending) {
+		err = apply_pending_frees(img);
+		if (err < 0)
+			return err;
+		err = write_back_refcounts(img);
+		if (err < 0)
+			return err;
+	}
+	return 0;
+}
+
+/* Makes room in cache c; a dirty victim is written back first. */
+static int32_t make_room(struct qcow_image *img, struct table_cache *c)
+{
+	int32_t slot = cache_victim(c);
+	int err;
+
+	if (slot < 0)
+		return qcow_fail(img, -ENOMEM, "metadata cache exhausted (all tables in use)");
+	if (c->slots[slot].valid && c->slots[slot].dirty) {
+		/*
+		 * A refcount block may go out at any time (it only ever holds
+		 * increments outside step 5); an L2 table needs everything it
+		 * depends on first, which is a whole ordered write-back.
+		 */
+		if (c == &img->rb_cache)
+			err = write_table(img, c, slot);
+		else
+			err = write_back(img);
+		if (err < 0)
+			return err;
+	}
+	if (c->slots[slot].valid)
+		cache_drop(c, slot);
+	return slot;
+}
+
+static int table_get(struct qcow_image *img, struct table_cache *c, uint64_t off, bool fresh,
+                     const char *what, int32_t *out)
+{
+	int32_t slot = cache_find(c, off);
+	int err;
+
+	if (slot >= 0) {
+		cache_touch(c, slot);
+		goto out_pin;
+	}
+	err = check_table_offset(img, off, what);
+	if (err < 0)
+		return err;
+	slot = make_room(img, c);
+	if (slot < 0)
+		return slot;
+	if (fresh) {
+		memset(cache_table(c, slot), 0, c->table_bytes);
+	} else {
+		err = img->ops->pread(img->ctx, cache_table(c, slot), c->table_bytes, off);
+		if (err < 0)
+			return qcow_fail(img, err, "reading %s at 0x%llx failed: %s", what,
+			                 (unsigned long long)off, strerror(-err));
+	}
+	cache_install(c, slot, off);
+	if (fresh) {
+		c->slots[slot].dirty = true;
+		img->meta_dirty = true;
+	}
+out_pin:
+	c->slots[slot].pinned++;
+	*out = slot;
+	return 0;
+}
+
+int l2_get(struct qcow_image *img, uint64_t l2_offset, bool fresh, int32_t *slot)
+{
+	return table_get(img, &img->l2_cache, l2_offset, fresh, "L2 table", slot);
+}
+
+int rb_get(struct qcow_image *img, uint64_t rb_offset, bool fresh, int32_t *slot)
+{
+	return table_get(img, &img->rb_cache, rb_offset, fresh, "refcount block", slot);
+}
+
+void table_put(struct table_cache *c, int32_t slot)
+{
+	assert(c->slots[slot].pinned > 0);
+	c->slots[slot].pinned--;
+}
+
+void table_dirty(struct qcow_image *img, struct table_cache *c, int32_t slot)
+{
+	c->slots[slot].dirty = true;
+	img->meta_dirty = true;
+}
