@@ -3,7 +3,7 @@
  * header.c - parsing and validating the qcow2 header and its extensions
  * (notes/qcow2.md sections 1-3 and 14), and rewriting it in place.
  *
- * Every field is checked against limits.h before anything is sized from
+ * Every field is checked against qcow_limits.h before anything is sized from
  * it.  The header bytes are kept as read, so a rewrite changes only the
  * fields we own and preserves fields and extensions we do not know.
  */

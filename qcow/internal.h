@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "limits.h"
+#include "qcow_limits.h"
 #include "qcow.h"
 
 #define QCOW_MAGIC 0x514649fbu

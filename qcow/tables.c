@@ -279,3 +279,23 @@ void table_dirty(struct qcow_image *img, struct table_cache *c, int32_t slot)
 	c->slots[slot].dirty = true;
 	img->meta_dirty = true;
 }
+
+int qcow_cache_insert_l2(struct qcow_image *img, uint64_t table_offset, const void *table)
+{
+	int32_t slot;
+	int err;
+
+	if (img->kind == IMAGE_RAW)
+		return qcow_fail(img, -EINVAL, "raw images have no L2 tables");
+	if (cache_find(&img->l2_cache, table_offset) >= 0)
+		return 0; /* ours may be newer than what the caller read */
+	err = check_table_offset(img, table_offset, "L2 table");
+	if (err < 0)
+		return err;
+	slot = make_room(img, &img->l2_cache);
+	if (slot < 0)
+		return slot;
+	memcpy(cache_table(&img->l2_cache, slot), table, img->l2_cache.table_bytes);
+	cache_install(&img->l2_cache, slot, table_offset);
+	return 0;
+}

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * limits.h - every cap the qcow library puts on sizes read from an image or
+ * qcow_limits.h - every cap the qcow library puts on sizes read from an image or
  * asked for by a caller, with the reason for each.  An image beyond a cap is
  * refused with a message; nothing here is allocated before it is checked.
  */

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds blockd and runs every test: a warnings-as-errors build, the same
+# suite under AddressSanitizer + UndefinedBehaviorSanitizer, the libFuzzer
+# targets for a short while, and the clang-format check.  Installs missing
+# Debian packages first.  Exit status 0 only if everything passed.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+scripts/deps.sh
+
+jobs=$(nproc)
+
+echo "== format check"
+scripts/check-format.sh
+
+echo "== build and test (-Werror)"
+cmake -S . -B build -G Ninja -DBLOCKD_WERROR=ON >/dev/null
+cmake --build build -j "$jobs"
+ctest --test-dir build -j "$jobs" --output-on-failure --timeout 900
+
+echo "== build and test (ASan + UBSan)"
+cmake -S . -B build-asan -G Ninja -DBLOCKD_WERROR=ON -DBLOCKD_SANITIZE=ON \
+	-DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-asan -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	BLOCKD_SANITIZED=1 ctest --test-dir build-asan -j "$jobs" --output-on-failure --timeout 1200
+
+echo "== fuzz (libFuzzer, clang)"
+CC=clang cmake -S . -B build-fuzz -G Ninja -DBLOCKD_FUZZ=ON -DBLOCKD_WERROR=ON >/dev/null
+cmake --build build-fuzz -j "$jobs"
+ctest --test-dir build-fuzz -R '^fuzz_' --output-on-failure --timeout 600

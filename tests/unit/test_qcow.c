@@ -1,0 +1,365 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests of the qcow library's public API: creation options, guest
+ * I/O semantics, block status, the non-blocking mapper, resize, the dirty
+ * bit, and small-cache write-back.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "qcow.h"
+
+static char dir[PATH_MAX];
+static char err[512];
+
+static void make_dir(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/qcow-unit-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+}
+
+static void remove_dir(void)
+{
+	char cmd[PATH_MAX + 16];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(qcow_api, .init = make_dir, .fini = remove_dir);
+
+static const char *path_of(const char *name)
+{
+	static char p[4][PATH_MAX + 64];
+	static int i;
+
+	i = (i + 1) % 4;
+	snprintf(p[i], sizeof(p[i]), "%s/%s", dir, name);
+	return p[i];
+}
+
+static void create(const char *name, uint64_t size, uint32_t cs, const char *backing)
+{
+	struct qcow_create_opts o = {.path = path_of(name),
+				     .size_bytes = size,
+				     .cluster_size = cs,
+				     .backing_file = backing};
+
+	cr_assert_eq(qcow_create(&o, err, sizeof(err)), 0, "%s", err);
+}
+
+static struct qcow_image *open_img(const char *name, unsigned flags)
+{
+	struct qcow_open_opts o = {.path = path_of(name), .flags = flags};
+	struct qcow_image *img = NULL;
+
+	cr_assert_eq(qcow_open(&o, &img, err, sizeof(err)), 0, "%s", err);
+	return img;
+}
+
+static void fill(uint8_t *buf, size_t len, unsigned seed)
+{
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)(seed * 31 + i * 7 + (i >> 9));
+}
+
+static bool all_zero(const uint8_t *buf, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (buf[i])
+			return false;
+	return true;
+}
+
+Test(qcow_api, create_defaults)
+{
+	struct qcow_image *img;
+	struct qcow_info info;
+
+	create("a.qcow2", 1ull << 30, 0, NULL);
+	img = open_img("a.qcow2", 0);
+	qcow_get_info(img, &info);
+	cr_assert_eq(info.version, 3);
+	cr_assert_eq(info.cluster_size, 65536);
+	cr_assert_eq(info.refcount_bits, 16);
+	cr_assert_eq(info.size_bytes, 1ull << 30);
+	cr_assert_eq(info.l1_size, 2);
+	cr_assert(!info.lazy_refcounts && !info.dirty && info.read_only);
+	cr_assert_eq(info.backing_file[0], '\0');
+	cr_assert_eq(qcow_close(img), 0);
+}
+
+Test(qcow_api, create_refuses_bad_options)
+{
+	const uint32_t bad_cs[] = {256, 1000, 4u << 20, 3u << 16};
+	struct qcow_create_opts o = {.path = path_of("b.qcow2"), .size_bytes = 1 << 20};
+
+	for (size_t i = 0; i < sizeof(bad_cs) / sizeof(bad_cs[0]); i++) {
+		o.cluster_size = bad_cs[i];
+		err[0] = '\0';
+		cr_assert_eq(qcow_create(&o, err, sizeof(err)), -EINVAL, "cluster %u", bad_cs[i]);
+		cr_assert(strstr(err, "cluster size"), "%s", err);
+		cr_assert_eq(access(o.path, F_OK), -1, "a refused create left a file");
+	}
+	o.cluster_size = 0;
+	o.refcount_bits = 3;
+	cr_assert_eq(qcow_create(&o, err, sizeof(err)), -EINVAL);
+	o.refcount_bits = 128;
+	cr_assert_eq(qcow_create(&o, err, sizeof(err)), -EINVAL);
+	o.refcount_bits = 0;
+	o.backing_file = "missing.qcow2";
+	cr_assert_lt(qcow_create(&o, err, sizeof(err)), 0);
+	cr_assert(strstr(err, "missing.qcow2"), "%s", err);
+	o.backing_file = NULL;
+	cr_assert_eq(qcow_create(&o, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(qcow_create(&o, err, sizeof(err)), -EEXIST, "overwrote an existing image");
+}
+
+Test(qcow_api, write_read_unaligned_across_clusters)
+{
+	static uint8_t w[200000], r[200000];
+	struct qcow_image *img;
+
+	create("c.qcow2", 8 << 20, 4096, NULL);
+	img = open_img("c.qcow2", QCOW_OPEN_RDWR);
+	fill(w, sizeof(w), 1);
+	cr_assert_eq(qcow_write(img, w, 4095, sizeof(w)), 0, "%s", qcow_last_error(img));
+	cr_assert_eq(qcow_read(img, r, 4095, sizeof(r)), 0);
+	cr_assert_eq(memcmp(w, r, sizeof(r)), 0);
+	cr_assert_eq(qcow_read(img, r, 0, 4095), 0);
+	cr_assert(all_zero(r, 4095));
+	cr_assert_eq(qcow_close(img), 0);
+
+	img = open_img("c.qcow2", 0);
+	cr_assert_eq(qcow_read(img, r, 4095, sizeof(r)), 0);
+	cr_assert_eq(memcmp(w, r, sizeof(r)), 0, "data lost across close and reopen");
+	cr_assert_eq(qcow_close(img), 0);
+}
+
+Test(qcow_api, rejects_out_of_range_and_read_only_writes)
+{
+	uint8_t buf[512] = {0};
+	struct qcow_image *img;
+
+	create("d.qcow2", 1 << 20, 0, NULL);
+	img = open_img("d.qcow2", 0);
+	cr_assert_eq(qcow_read(img, buf, (1 << 20) - 256, 512), -EINVAL);
+	cr_assert_eq(qcow_read(img, buf, UINT64_MAX - 10, 512), -EINVAL);
+	cr_assert_eq(qcow_write(img, buf, 0, 512), -EROFS);
+	cr_assert_eq(qcow_discard(img, 0, 512), -EROFS);
+	cr_assert(strstr(qcow_last_error(img), "d.qcow2"));
+	qcow_close(img);
+	img = open_img("d.qcow2", QCOW_OPEN_RDWR);
+	cr_assert_eq(qcow_write(img, buf, (1 << 20) - 1, 2), -EINVAL);
+	cr_assert_eq(qcow_write_zeroes(img, 1 << 20, 1, 0), -EINVAL);
+	qcow_close(img);
+}
+
+Test(qcow_api, discard_keeps_partial_clusters)
+{
+	static uint8_t w[3 * 65536], r[3 * 65536];
+	struct qcow_image *img;
+
+	create("e.qcow2", 1 << 20, 0, NULL);
+	img = open_img("e.qcow2", QCOW_OPEN_RDWR);
+	fill(w, sizeof(w), 2);
+	cr_assert_eq(qcow_write(img, w, 0, sizeof(w)), 0);
+	cr_assert_eq(qcow_discard(img, 100, 2 * 65536), 0);
+	cr_assert_eq(qcow_read(img, r, 0, sizeof(r)), 0);
+	cr_assert_eq(memcmp(r, w, 65536), 0, "partial head cluster was discarded");
+	cr_assert(all_zero(r + 65536, 65536), "whole cluster not discarded");
+	cr_assert_eq(memcmp(r + 131072, w + 131072, 65536), 0, "partial tail cluster discarded");
+	qcow_close(img);
+}
+
+Test(qcow_api, fast_zero_refuses_data_writes)
+{
+	static uint8_t w[65536 * 2], r[65536 * 2];
+	struct qcow_image *img;
+	struct qcow_extent x;
+
+	create("f.qcow2", 1 << 20, 0, NULL);
+	img = open_img("f.qcow2", QCOW_OPEN_RDWR);
+	fill(w, sizeof(w), 3);
+	cr_assert_eq(qcow_write(img, w, 0, sizeof(w)), 0);
+	cr_assert_eq(qcow_write_zeroes(img, 10, 65536, QCOW_ZERO_FAST), -ENOTSUP);
+	cr_assert_eq(qcow_read(img, r, 0, sizeof(r)), 0);
+	cr_assert_eq(memcmp(r, w, sizeof(r)), 0, "a refused fast zero changed data");
+	cr_assert_eq(qcow_write_zeroes(img, 65536, 65536, QCOW_ZERO_FAST), 0);
+	cr_assert_eq(qcow_block_status(img, 65536, 65536, &x), 0);
+	cr_assert_eq(x.flags, QCOW_EXTENT_ZERO);
+	cr_assert_eq(qcow_read(img, r, 65536, 65536), 0);
+	cr_assert(all_zero(r, 65536));
+	qcow_close(img);
+}
+
+Test(qcow_api, block_status_reports_chain_depth)
+{
+	static uint8_t w[65536];
+	struct qcow_image *img;
+	struct qcow_extent x;
+
+	create("base.qcow2", 4 << 20, 0, NULL);
+	img = open_img("base.qcow2", QCOW_OPEN_RDWR);
+	fill(w, sizeof(w), 4);
+	cr_assert_eq(qcow_write(img, w, 0, sizeof(w)), 0);
+	qcow_close(img);
+	create("mid.qcow2", 0, 0, "base.qcow2");
+	create("top.qcow2", 8 << 20, 0, "mid.qcow2");
+	img = open_img("top.qcow2", QCOW_OPEN_RDWR);
+	cr_assert_eq(qcow_write(img, w, 2 * 65536, sizeof(w)), 0);
+	cr_assert_eq(qcow_write_zeroes(img, 3 * 65536, 65536, QCOW_ZERO_MAY_UNMAP), 0);
+
+	cr_assert_eq(qcow_block_status(img, 0, 8 << 20, &x), 0);
+	cr_assert(x.offset == 0 && x.length == 65536 && x.flags == QCOW_EXTENT_DATA && x.depth == 2);
+	cr_assert_eq(qcow_block_status(img, 65536, 65536, &x), 0);
+	cr_assert(x.flags == QCOW_EXTENT_ZERO && x.depth == -1, "flags %u depth %d", x.flags,
+		  x.depth);
+	cr_assert_eq(qcow_block_status(img, 2 * 65536, 1 << 20, &x), 0);
+	cr_assert(x.length == 65536 && x.flags == QCOW_EXTENT_DATA && x.depth == 0);
+	cr_assert_eq(qcow_block_status(img, 3 * 65536, 65536, &x), 0);
+	cr_assert(x.flags == QCOW_EXTENT_ZERO && x.depth == 0, "zero cluster over backing");
+	/* Past the end of the 4 MiB backing chain everything reads as zeros. */
+	cr_assert_eq(qcow_block_status(img, 4 << 20, 4 << 20, &x), 0);
+	cr_assert(x.length == (4 << 20) && x.flags == QCOW_EXTENT_ZERO && x.depth == -1);
+	cr_assert_eq(qcow_block_status(img, 0, 0, &x), -EINVAL);
+	qcow_close(img);
+}
+
+Test(qcow_api, map_cached_asks_for_tables)
+{
+	static uint8_t w[65536], table[65536];
+	struct qcow_image *img;
+	struct qcow_map m;
+	uint64_t need = 0;
+	int fd;
+
+	create("g.qcow2", 1 << 30, 0, NULL);
+	img = open_img("g.qcow2", QCOW_OPEN_RDWR);
+	cr_assert_eq(qcow_map_cached(img, 0, 1 << 20, &m, &need), 0);
+	cr_assert(m.kind == QCOW_MAP_UNALLOCATED && m.need == QCOW_NEED_ALLOCATE);
+	fill(w, sizeof(w), 5);
+	cr_assert_eq(qcow_write(img, w, 65536, sizeof(w)), 0);
+	qcow_close(img);
+
+	img = open_img("g.qcow2", 0);
+	cr_assert_eq(qcow_map_cached(img, 65536, 65536, &m, &need), -EAGAIN);
+	cr_assert_neq(need, 0);
+	fd = open(path_of("g.qcow2"), O_RDONLY);
+	cr_assert_eq(pread(fd, table, sizeof(table), (off_t)need), (ssize_t)sizeof(table));
+	close(fd);
+	cr_assert_eq(qcow_cache_insert_l2(img, need, table), 0);
+	cr_assert_eq(qcow_map_cached(img, 65536, 3 * 65536, &m, &need), 0);
+	cr_assert(m.kind == QCOW_MAP_DATA && m.length == 65536);
+	cr_assert_eq(m.need, QCOW_NEED_NOTHING);
+	fd = open(path_of("g.qcow2"), O_RDONLY);
+	cr_assert_eq(pread(fd, table, sizeof(w), (off_t)m.host_offset), (ssize_t)sizeof(w));
+	close(fd);
+	cr_assert_eq(memcmp(table, w, sizeof(w)), 0, "host_offset does not hold the data");
+	cr_assert_eq(qcow_cache_insert_l2(img, 12345, table), -EIO, "misaligned table accepted");
+	qcow_close(img);
+}
+
+Test(qcow_api, resize_grows_l1_and_shrink_drops_data)
+{
+	static uint8_t w[4096], r[4096];
+	struct qcow_image *img;
+	struct qcow_info info;
+	struct qcow_check_result res;
+
+	create("h.qcow2", 1 << 20, 512, NULL); /* 512 B clusters: one L2 maps 32 KiB */
+	img = open_img("h.qcow2", QCOW_OPEN_RDWR);
+	fill(w, sizeof(w), 6);
+	cr_assert_eq(qcow_write(img, w, (1 << 20) - 4096, 4096), 0);
+	cr_assert_eq(qcow_resize(img, 64 << 20), 0, "%s", qcow_last_error(img));
+	qcow_get_info(img, &info);
+	cr_assert_geq(info.l1_size, (64 << 20) / 32768);
+	cr_assert_eq(qcow_write(img, w, (64 << 20) - 4096, 4096), 0);
+	cr_assert_eq(qcow_read(img, r, (1 << 20) - 4096, 4096), 0);
+	cr_assert_eq(memcmp(w, r, 4096), 0, "data lost when the L1 table moved");
+	cr_assert_eq(qcow_resize(img, (1 << 20) - 1000), 0, "%s", qcow_last_error(img));
+	cr_assert_eq(qcow_resize(img, 2 << 20), 0);
+	cr_assert_eq(qcow_read(img, r, (1 << 20) - 1000, 1000), 0);
+	cr_assert(all_zero(r, 1000), "bytes past a shrink came back after growing");
+	cr_assert_eq(qcow_read(img, r, (1 << 20) - 4096, 3096), 0);
+	cr_assert_eq(memcmp(w, r, 3096), 0);
+	cr_assert_eq(qcow_check(img, 0, &res), 0);
+	cr_assert(res.corruptions == 0 && res.leaks == 0, "%llu corruptions, %llu leaks",
+		  (unsigned long long)res.corruptions, (unsigned long long)res.leaks);
+	qcow_close(img);
+}
+
+Test(qcow_api, dirty_image_is_repaired_on_open)
+{
+	static uint8_t w[65536 * 4];
+	struct qcow_create_opts o = {.path = path_of("i.qcow2"),
+				     .size_bytes = 16 << 20,
+				     .lazy_refcounts = true};
+	struct qcow_image *img;
+	struct qcow_info info;
+	struct qcow_check_result res;
+
+	cr_assert_eq(qcow_create(&o, err, sizeof(err)), 0);
+	img = open_img("i.qcow2", QCOW_OPEN_RDWR);
+	fill(w, sizeof(w), 7);
+	cr_assert_eq(qcow_write(img, w, 0, sizeof(w)), 0);
+	cr_assert_eq(qcow_flush(img), 0);
+	qcow_abandon(img); /* a crash: the dirty bit stays set */
+
+	img = open_img("i.qcow2", 0);
+	qcow_get_info(img, &info);
+	cr_assert(info.dirty, "lazy refcounts wrote metadata without the dirty bit");
+	qcow_close(img);
+
+	img = open_img("i.qcow2", QCOW_OPEN_RDWR);
+	qcow_get_info(img, &info);
+	cr_assert(!info.dirty, "repair did not clear the dirty bit");
+	cr_assert_eq(qcow_check(img, 0, &res), 0);
+	cr_assert_eq(res.corruptions, 0);
+	cr_assert_eq(res.leaks, 0);
+	qcow_close(img);
+}
+
+Test(qcow_api, tiny_cache_writes_back_in_order)
+{
+	struct qcow_open_opts oo = {.path = path_of("j.qcow2"),
+				    .flags = QCOW_OPEN_RDWR,
+				    .l2_cache_bytes = 1,
+				    .refcount_cache_bytes = 1};
+	static uint8_t w[4096], r[4096];
+	struct qcow_image *img;
+	struct qcow_check_result res;
+
+	create("j.qcow2", 1ull << 32, 4096, NULL);
+	cr_assert_eq(qcow_open(&oo, &img, err, sizeof(err)), 0, "%s", err);
+	for (unsigned i = 0; i < 400; i++) {
+		fill(w, sizeof(w), i);
+		/* Spread over many L2 tables (one maps 2 MiB here). */
+		cr_assert_eq(qcow_write(img, w, (uint64_t)i * 9999991 % ((1ull << 32) - 4096), 4096),
+			     0, "%s", qcow_last_error(img));
+	}
+	for (unsigned i = 0; i < 400; i++) {
+		fill(w, sizeof(w), i);
+		cr_assert_eq(qcow_read(img, r, (uint64_t)i * 9999991 % ((1ull << 32) - 4096), 4096),
+			     0);
+		/* Later writes may overlap earlier ones; check the last write of each slot. */
+		bool later = false;
+		for (unsigned j = i + 1; j < 400; j++) {
+			uint64_t a = (uint64_t)i * 9999991 % ((1ull << 32) - 4096);
+			uint64_t b = (uint64_t)j * 9999991 % ((1ull << 32) - 4096);
+			if (a < b + 4096 && b < a + 4096)
+				later = true;
+		}
+		if (!later)
+			cr_assert_eq(memcmp(w, r, 4096), 0, "write %u lost", i);
+	}
+	cr_assert_eq(qcow_check(img, 0, &res), 0);
+	cr_assert(res.corruptions == 0 && res.leaks == 0);
+	qcow_close(img);
+}
