@@ -54,9 +54,9 @@ int snapshots_load(struct qcow_image *img, char *err, size_t errlen)
 		s->l1_size = be32_at(buf + off + 8);
 		len = 40 + (uint64_t)be32_at(buf + off + 36) + be16_at(buf + off + 12) +
 		      be16_at(buf + off + 14);
-		len = (len + 7) & ~7ull;
 		if (off + len > max)
 			goto out_short;
+		len = (len + 7) & ~7ull; /* padding may end past the end of the file */
 		if ((s->l1_offset & (img->cluster_size - 1)) ||
 		    (uint64_t)s->l1_size * 8 > QCOW_MAX_L1_BYTES ||
 		    s->l1_offset + 8 * (uint64_t)s->l1_size > QCOW_MAX_HOST_OFFSET) {
