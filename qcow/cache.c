@@ -2,7 +2,7 @@
 /*
  * cache.c - a fixed-size cache of cluster-sized tables keyed by host
  * offset.  All memory is allocated at open; lookups go through a chained
- * hash; eviction takes the least recently used unpinned slot.  Writing a
+ * hash; eviction is the clock algorithm over unpinned slots.  Writing a
  * dirty victim back is the caller's job (tables.c), since the order of
  * write-backs is what keeps the image crash-consistent.
  */
@@ -61,24 +61,35 @@ int32_t cache_find(struct table_cache *c, uint64_t offset)
 
 void cache_touch(struct table_cache *c, int32_t slot)
 {
-	c->slots[slot].lru = ++c->tick;
+	c->slots[slot].referenced = true;
 }
 
+/*
+ * Clock replacement: empty slots first, then the hand sweeps, giving every
+ * recently used table a second chance.  Two sweeps always find a victim
+ * unless every slot is pinned.
+ */
 int32_t cache_victim(struct table_cache *c)
 {
-	int32_t best = -1;
+	if (c->nvalid < c->capacity) {
+		for (uint32_t i = 0; i < c->capacity; i++)
+			if (!c->slots[(c->hand + i) % c->capacity].valid)
+				return (int32_t)((c->hand + i) % c->capacity);
+	}
+	for (uint32_t n = 0; n < 2 * c->capacity; n++) {
+		struct cached_table *t = &c->slots[c->hand];
+		int32_t slot = (int32_t)c->hand;
 
-	for (uint32_t i = 0; i < c->capacity; i++) {
-		const struct cached_table *t = &c->slots[i];
-
-		if (!t->valid)
-			return (int32_t)i;
+		c->hand = (c->hand + 1) % c->capacity;
 		if (t->pinned)
 			continue;
-		if (best < 0 || t->lru < c->slots[best].lru)
-			best = (int32_t)i;
+		if (t->referenced) {
+			t->referenced = false;
+			continue;
+		}
+		return slot;
 	}
-	return best >= 0 ? best : -ENOMEM;
+	return -ENOMEM;
 }
 
 static void unlink_slot(struct table_cache *c, int32_t slot)
@@ -97,8 +108,10 @@ void cache_drop(struct table_cache *c, int32_t slot)
 	struct cached_table *t = &c->slots[slot];
 
 	assert(!t->pinned);
-	if (t->valid)
+	if (t->valid) {
 		unlink_slot(c, slot);
+		c->nvalid--;
+	}
 	t->valid = false;
 	t->dirty = false;
 }
@@ -114,5 +127,6 @@ void cache_install(struct table_cache *c, int32_t slot, uint64_t offset)
 	t->dirty = false;
 	t->next = c->buckets[b];
 	c->buckets[b] = slot;
+	c->nvalid++;
 	cache_touch(c, slot);
 }

@@ -75,7 +75,7 @@ enum {
 
 /*
  * A cache of cluster-sized tables (L2 tables or refcount blocks), keyed by
- * host offset, LRU, with a chained hash.  Tables are kept exactly as on
+ * host offset, with a chained hash and clock eviction.  Tables are kept exactly as on
  * disk (big-endian), so a write-back is one pwrite.  Pinned entries are
  * never evicted.
  */
@@ -84,16 +84,17 @@ struct table_cache {
 	uint32_t capacity;
 	uint32_t nbuckets; /* power of two */
 	uint8_t *mem;      /* capacity * table_bytes */
+	uint32_t nvalid;
+	uint32_t hand; /* clock hand for eviction */
 	struct cached_table {
 		uint64_t offset;
-		uint64_t lru;
 		int32_t next; /* hash chain, -1 ends it */
 		uint16_t pinned;
 		bool valid;
 		bool dirty;
-	} * slots;
+		bool referenced; /* used since the clock hand last passed */
+	} *slots;
 	int32_t *buckets;
-	uint64_t tick;
 };
 
 enum image_kind { IMAGE_QCOW2, IMAGE_RAW };
@@ -183,9 +184,9 @@ static inline uint8_t *cache_table(struct table_cache *c, int32_t slot)
 	return c->mem + (size_t)slot * c->table_bytes;
 }
 /*
- * Picks a slot for offset (evicting the least recently used unpinned
- * table, which must be clean: the caller writes back dirty victims via
- * cache_victim first).  Returns the slot or -ENOMEM if all are pinned.
+ * Picks a slot to reuse: an empty one, else an unpinned table not used
+ * lately.  A dirty victim must be written back by the caller before
+ * cache_drop().  Returns the slot or -ENOMEM if all are pinned.
  */
 int32_t cache_victim(struct table_cache *c);
 void cache_install(struct table_cache *c, int32_t slot, uint64_t offset);

@@ -15,7 +15,7 @@
  * So an L2 entry never reaches the disk before the refcount that owns its
  * cluster, nor before the data it points at, and a freed cluster is never
  * reused while an on-disk mapping still points at it.  While the dirty bit
- * is set (lazy refcounts) the syncs between the steps are skipped: an
+ * is set (lazy refcounts) the syncs between steps 1-4 are skipped: an
  * image opened with the dirty bit set gets its refcounts rebuilt.
  */
 #include <stdlib.h>
@@ -187,6 +187,12 @@ int write_back(struct qcow_image *img)
 	}
 	img->meta_dirty = false;
 	if (img->npending) {
+		/*
+		 * Even with lazy refcounts a freed cluster must not be reused
+		 * or punched while an on-disk table may still point at it.
+		 */
+		if (img->dirty_bit_on_disk && (err = sync_data(img)) < 0)
+			return err;
 		err = apply_pending_frees(img);
 		if (err < 0)
 			return err;
