@@ -147,6 +147,18 @@ static int walk_all(struct qcow_image *img, struct walk *w, bool with_refcounts)
 	return 0;
 }
 
+/*
+ * True if the refcount block at rte is listed more than once in the table.
+ * Scanning such blocks again for clusters past the end of the file would
+ * let a small crafted image cost 2^35 steps.
+ */
+static bool refblock_seen(struct qcow_image *img, const struct walk *w, uint64_t rte)
+{
+	uint64_t c = cluster_of(img, rte & RTE_OFFSET_MASK);
+
+	return c < w->nclusters && w->refs[c] > 1;
+}
+
 /* Compares stored refcounts with the walk; counts corruptions and leaks. */
 static int compare(struct qcow_image *img, struct walk *w)
 {
@@ -157,6 +169,11 @@ static int compare(struct qcow_image *img, struct walk *w)
 		uint64_t stored = 0, want = c < w->nclusters ? w->refs[c] : 0;
 		uint64_t rt = c / E;
 
+		if (c >= w->nclusters && c % E == 0 && rt < img->reftable_entries &&
+		    refblock_seen(img, w, img->reftable[rt])) {
+			c = (rt + 1) * E - 1; /* a block listed twice: counted already */
+			continue;
+		}
 		if (rt < img->reftable_entries && img->reftable[rt] &&
 		    !(img->reftable[rt] & RTE_RESERVED_MASK)) {
 			if (refcount_get(img, c, &stored) < 0) {

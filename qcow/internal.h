@@ -93,7 +93,7 @@ struct table_cache {
 		bool valid;
 		bool dirty;
 		bool referenced; /* used since the clock hand last passed */
-	} *slots;
+	} * slots;
 	int32_t *buckets;
 };
 

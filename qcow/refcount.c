@@ -317,7 +317,11 @@ int alloc_clusters(struct qcow_image *img, uint64_t n, uint64_t *offset)
 		err = refcount_get(img, c, &rc);
 		if (err < 0)
 			return err;
-		if (rc == 0) {
+		/*
+		 * Past everything in use a refcount can only be a leak, so the
+		 * cluster is free whatever it says; this also bounds the scan.
+		 */
+		if (rc == 0 || c >= img->end_cluster) {
 			if (run == 0)
 				start = c;
 			run++;
