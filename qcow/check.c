@@ -18,6 +18,7 @@
 struct walk {
 	uint32_t *refs;
 	uint64_t nclusters;
+	uint64_t budget; /* L2 entries still allowed to visit */
 	struct qcow_check_result *res;
 };
 
@@ -73,6 +74,11 @@ static int walk_l1(struct qcow_image *img, struct walk *w, const uint64_t *l1, u
 		}
 		if (!off)
 			continue;
+		if (w->budget < img->l2_entries)
+			return qcow_fail(img, -EFBIG,
+			                 "too many L2 tables to check (over %llu entries)",
+			                 (unsigned long long)QCOW_MAX_CHECK_L2_ENTRIES);
+		w->budget -= img->l2_entries;
 		ref_range(img, w, off, img->cluster_size);
 		if (l2_get(img, off, false, &slot) < 0) {
 			w->res->corruptions++;
@@ -100,10 +106,12 @@ static int walk_snapshots(struct qcow_image *img, struct walk *w)
 			return qcow_fail(img, -ENOMEM, "no memory for a snapshot L1 table");
 		err = img->ops->pread(img->ctx, l1, 8 * (size_t)s->l1_size, s->l1_offset);
 		if (err == 0)
-			walk_l1(img, w, l1, s->l1_size);
+			err = walk_l1(img, w, l1, s->l1_size);
 		else
 			w->res->check_errors++;
 		free(l1);
+		if (err == -EFBIG)
+			return err;
 	}
 	return 0;
 }
@@ -138,8 +146,10 @@ static int walk_all(struct qcow_image *img, struct walk *w, bool with_refcounts)
 				ref_range(img, w, off, img->cluster_size);
 		}
 	}
-	walk_l1(img, w, img->l1, img->l1_size);
-	err = walk_snapshots(img, w);
+	w->budget = QCOW_MAX_CHECK_L2_ENTRIES;
+	err = walk_l1(img, w, img->l1, img->l1_size);
+	if (err == 0)
+		err = walk_snapshots(img, w);
 	if (err < 0) {
 		free(w->refs);
 		return err;

@@ -48,4 +48,12 @@
  */
 #define QCOW_MAX_CHECK_CLUSTERS (1ull << 27)
 
+/*
+ * check/repair visit at most this many L2 entries over all L1 tables
+ * (active and snapshots): 16 TiB of mappings at 64 KiB clusters, about a
+ * second of work, so a small crafted image pointing every L1 entry of
+ * thousands of snapshots at one L2 table cannot make check run for hours.
+ */
+#define QCOW_MAX_CHECK_L2_ENTRIES (1ull << 28)
+
 #endif
