@@ -157,8 +157,8 @@ struct qcow_image {
 	uint64_t free_hint;     /* no free cluster below this index */
 	uint64_t *pending_free; /* cluster indices to decrement at next flush */
 	uint32_t npending, pending_cap;
-	bool meta_dirty;    /* something to write back on flush */
-	bool data_unsynced; /* data written since the last sync */
+	bool meta_dirty; /* something to write back on flush */
+	bool unsynced;   /* written to since the last sync */
 	bool dirty_bit_on_disk;
 	bool lazy;          /* lazy refcounts: write-back skips barriers */
 	uint64_t file_size; /* host file size at open */

@@ -167,7 +167,7 @@ static int host_write(struct qcow_image *img, const void *buf, size_t len, uint6
 	if (err < 0)
 		return qcow_fail(img, err, "write at 0x%llx failed: %s", (unsigned long long)off,
 		                 strerror(-err));
-	img->data_unsynced = true;
+	img->unsynced = true;
 	return 0;
 }
 
@@ -660,6 +660,6 @@ int qcow_flush(struct qcow_image *img)
 		img->fenced = err;
 		return qcow_fail(img, err, "sync failed: %s", strerror(-err));
 	}
-	img->data_unsynced = false;
+	img->unsynced = false;
 	return 0;
 }

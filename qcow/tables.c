@@ -7,16 +7,16 @@
  *   1. sync guest data written so far;
  *   2. write refcount blocks (increments only), sync, then the refcount
  *      table if it gained entries, sync;
- *   3. write L2 tables, sync;
- *   4. write the L1 table, sync;
- *   5. only now drop the refcounts of clusters the new mappings released,
- *      write those refcount blocks, sync, and punch the freed clusters.
+ *   3. write L2 tables, and sync if the L1 table names new ones;
+ *   4. write the L1 table;
+ *   5. sync, and only now drop the refcounts of clusters the new mappings
+ *      released, write those refcount blocks, and punch the freed clusters.
  *
  * So an L2 entry never reaches the disk before the refcount that owns its
  * cluster, nor before the data it points at, and a freed cluster is never
  * reused while an on-disk mapping still points at it.  While the dirty bit
- * is set (lazy refcounts) the syncs between steps 1-4 are skipped: an
- * image opened with the dirty bit set gets its refcounts rebuilt.
+ * is set (lazy refcounts) only the syncs after step 2 are skipped: an image
+ * opened with the dirty bit set gets its refcounts rebuilt.
  */
 #include <stdlib.h>
 
@@ -49,7 +49,7 @@ static int sync_data(struct qcow_image *img)
 		img->fenced = err;
 		return qcow_fail(img, err, "sync failed: %s", strerror(-err));
 	}
-	img->data_unsynced = false;
+	img->unsynced = false;
 	return 0;
 }
 
@@ -73,6 +73,7 @@ static int write_table(struct qcow_image *img, struct table_cache *c, int32_t sl
 		                 (unsigned long long)t->offset, strerror(-err));
 	}
 	t->dirty = false;
+	img->unsynced = true;
 	return 0;
 }
 
@@ -110,6 +111,7 @@ static int write_reftable(struct qcow_image *img)
 		return qcow_fail(img, err, "writing the refcount table failed: %s", strerror(-err));
 	}
 	img->reftable_dirty = false;
+	img->unsynced = true;
 	return 0;
 }
 
@@ -128,20 +130,22 @@ static int write_l1(struct qcow_image *img)
 	}
 	img->l1_dirty_lo = UINT32_MAX;
 	img->l1_dirty_hi = 0;
+	img->unsynced = true;
 	return 0;
 }
 
-/* Steps 1 and 2: everything a new L2 entry depends on. */
+/* Syncs if anything was written since the last sync. */
+static int settle(struct qcow_image *img)
+{
+	return img->unsynced ? sync_data(img) : 0;
+}
+
+/* Step 2: refcount blocks, then the refcount table entries that point at new ones. */
 static int write_back_refcounts(struct qcow_image *img)
 {
 	bool wrote = false;
 	int err;
 
-	if (img->data_unsynced && !img->dirty_bit_on_disk) {
-		err = sync_data(img);
-		if (err < 0)
-			return err;
-	}
 	err = write_dirty(img, &img->rb_cache, &wrote);
 	if (err < 0)
 		return err;
@@ -160,7 +164,7 @@ static int write_back_refcounts(struct qcow_image *img)
 
 int write_back(struct qcow_image *img)
 {
-	bool wrote = false;
+	bool wrote_l2 = false;
 	int err;
 
 	if (img->fenced)
@@ -170,31 +174,27 @@ int write_back(struct qcow_image *img)
 		if (err < 0)
 			return err;
 	}
-	err = write_back_refcounts(img);
-	if (err < 0)
+	/* 1: data before anything that points at it, lazy refcounts or not. */
+	if ((err = settle(img)) < 0 || (err = write_back_refcounts(img)) < 0)
 		return err;
-	err = write_dirty(img, &img->l2_cache, &wrote);
+	err = write_dirty(img, &img->l2_cache, &wrote_l2);
 	if (err < 0)
-		return err;
-	if (wrote && (err = barrier(img)) < 0)
 		return err;
 	if (img->l1_dirty_lo <= img->l1_dirty_hi) {
+		/* New L2 tables must be on disk before the L1 entries naming them. */
+		if (wrote_l2 && (err = sync_data(img)) < 0)
+			return err;
 		err = write_l1(img);
 		if (err < 0)
-			return err;
-		if ((err = barrier(img)) < 0)
 			return err;
 	}
 	img->meta_dirty = false;
 	if (img->npending) {
 		/*
-		 * Even with lazy refcounts a freed cluster must not be reused
-		 * or punched while an on-disk table may still point at it.
+		 * A freed cluster is not reused or punched while an on-disk
+		 * table may still point at it, lazy refcounts or not.
 		 */
-		if (img->dirty_bit_on_disk && (err = sync_data(img)) < 0)
-			return err;
-		err = apply_pending_frees(img);
-		if (err < 0)
+		if ((err = settle(img)) < 0 || (err = apply_pending_frees(img)) < 0)
 			return err;
 		err = write_back_refcounts(img);
 		if (err < 0)
