@@ -296,6 +296,8 @@ static int write_structure(struct qcow_image *img, const uint32_t *refs, uint64_
 	err = header_write(img);
 	if (err == 0)
 		err = img->ops->sync(img->ctx);
+	if (err == 0)
+		err = meta_build(img);
 out_free:
 	if (err < 0)
 		img->fenced = err;

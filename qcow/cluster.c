@@ -68,6 +68,9 @@ static int l2_make_private(struct qcow_image *img, uint64_t l1i, uint64_t old_of
 	err = alloc_clusters(img, 1, &new_off);
 	if (err < 0)
 		goto out_put;
+	err = meta_add(&img->meta, cluster_of(img, new_off), META_L2);
+	if (err < 0)
+		goto out_put;
 	err = l2_get(img, new_off, true, slot);
 	if (err < 0)
 		goto out_put;

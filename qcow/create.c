@@ -251,7 +251,8 @@ int qcow_create(const struct qcow_create_opts *o, char *err, size_t errlen)
 		if (!size)
 			size = bsize;
 	}
-	if (size > QCOW_MAX_VIRTUAL_SIZE) {
+	size = (size + 511) & ~511ull;
+	if (size > QCOW_MAX_VIRTUAL_SIZE || size < o->size_bytes) {
 		set_err(err, errlen, "%s: size %llu is too large", o->path,
 		        (unsigned long long)size);
 		return -EFBIG;

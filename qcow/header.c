@@ -146,6 +146,10 @@ static int check_table(struct qcow_image *img, uint64_t off, uint64_t bytes, con
 		              (unsigned long long)off);
 	if (bytes && off < img->cluster_size)
 		return refuse(err, errlen, img->path, -EINVAL, "%s overlaps the header", what);
+	if (bytes &&
+	    end > ((img->file_size + img->cluster_size - 1) & ~(uint64_t)(img->cluster_size - 1)))
+		return refuse(err, errlen, img->path, -EINVAL,
+		              "%s lies beyond the end of the file (truncated image?)", what);
 	return 0;
 }
 

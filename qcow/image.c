@@ -24,6 +24,7 @@ static void image_free(struct qcow_image *img)
 		qcow_abandon(img->backing);
 	cache_release(&img->l2_cache);
 	cache_release(&img->rb_cache);
+	meta_release(&img->meta);
 	snapshots_free(img);
 	free(img->l1);
 	free(img->reftable);
@@ -71,6 +72,18 @@ struct chain_seen {
 static int image_open(const struct qcow_open_opts *opts, bool raw, struct chain_seen *seen,
                       struct qcow_image **out, char *err, size_t errlen);
 
+static bool in_chain(const struct chain_seen *seen, const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return false;
+	for (int i = 0; i < seen->n; i++)
+		if (seen->dev[i] == st.st_dev && seen->ino[i] == st.st_ino)
+			return true;
+	return false;
+}
+
 static int open_backing(struct qcow_image *img, const struct qcow_open_opts *opts,
                         struct chain_seen *seen, char *err, size_t errlen)
 {
@@ -88,10 +101,11 @@ static int open_backing(struct qcow_image *img, const struct qcow_open_opts *opt
 		        QCOW_MAX_CHAIN_DEPTH);
 		return -ELOOP;
 	}
-	img->backing_path = backing_path(img->path, img->backing_name);
-	if (!img->backing_path) {
-		set_err(err, errlen, "%s: no memory", img->path);
-		return -ENOMEM;
+	/* Before opening: a writable image holds a lock its own backing open would hit. */
+	if (in_chain(seen, img->backing_path)) {
+		set_err(err, errlen, "%s: backing chain loops back to %s", img->path,
+		        img->backing_path);
+		return -ELOOP;
 	}
 	e = qcow_posix_open(img->backing_path, O_RDONLY, &ctx);
 	if (e < 0) {
@@ -210,6 +224,8 @@ static int open_qcow2(struct qcow_image *img, const struct qcow_open_opts *opts,
 	if ((e = cache_init(&img->l2_cache, img->cluster_size, l2b)) < 0 ||
 	    (e = cache_init(&img->rb_cache, img->cluster_size, rbb)) < 0)
 		goto out_nomem;
+	if ((e = meta_build(img)) < 0)
+		goto out_nomem;
 	img->scratch = malloc(img->cluster_size);
 	img->cscratch = malloc(2 * (size_t)img->cluster_size);
 	if (!img->scratch || !img->cscratch) {
@@ -282,6 +298,12 @@ static int image_open(const struct qcow_open_opts *opts, bool raw, struct chain_
 	e = open_qcow2(img, opts, err, errlen);
 	if (e < 0)
 		goto out_free;
+	if (img->backing_name[0] &&
+	    !(img->backing_path = backing_path(img->path, img->backing_name))) {
+		set_err(err, errlen, "%s: no memory", img->path);
+		e = -ENOMEM;
+		goto out_free;
+	}
 	if (img->backing_name[0] && !(opts->flags & QCOW_OPEN_NO_BACKING)) {
 		e = open_backing(img, opts, seen, err, errlen);
 		if (e < 0)

@@ -99,6 +99,23 @@ struct table_cache {
 
 enum image_kind { IMAGE_QCOW2, IMAGE_RAW };
 
+enum meta_kind {
+	META_NONE,
+	META_HEADER,
+	META_L1,
+	META_REFTABLE,
+	META_REFBLOCK,
+	META_L2,
+	META_SNAPSHOTS, /* snapshot table and snapshot L1 tables */
+};
+
+/* Host clusters that hold metadata (metamap.c). */
+struct meta_map {
+	uint64_t *keys; /* cluster index + 1; 0 is an empty slot */
+	uint8_t *kinds;
+	uint32_t cap, n;
+};
+
 struct qcow_image {
 	enum image_kind kind;
 	const struct qcow_io_ops *ops;
@@ -151,6 +168,7 @@ struct qcow_image {
 
 	struct table_cache l2_cache;
 	struct table_cache rb_cache;
+	struct meta_map meta;
 
 	/* Allocation. */
 	uint64_t end_cluster;   /* first cluster index past everything in use */
@@ -203,7 +221,6 @@ int write_back(struct qcow_image *img);
 /* refcount.c */
 int refcount_get(struct qcow_image *img, uint64_t cluster, uint64_t *rc);
 int refcount_set(struct qcow_image *img, uint64_t cluster, uint64_t rc);
-bool overlaps_metadata(struct qcow_image *img, uint64_t off, uint64_t len);
 int alloc_clusters(struct qcow_image *img, uint64_t n, uint64_t *offset);
 int free_later(struct qcow_image *img, uint64_t cluster);
 int free_range_later(struct qcow_image *img, uint64_t host_off, uint64_t bytes);
@@ -232,6 +249,15 @@ int compressed_range(const struct qcow_image *img, uint64_t entry, uint64_t *hos
                      uint64_t *bytes);
 int read_compressed(struct qcow_image *img, uint64_t entry, uint8_t *out);
 int check_data_offset(struct qcow_image *img, uint64_t host_off);
+
+/* metamap.c */
+int meta_add(struct meta_map *m, uint64_t cluster, enum meta_kind kind);
+int meta_add_range(struct meta_map *m, uint64_t first, uint64_t n, enum meta_kind kind);
+enum meta_kind meta_kind(const struct meta_map *m, uint64_t cluster);
+void meta_remove(struct meta_map *m, uint64_t cluster);
+void meta_release(struct meta_map *m);
+int meta_build(struct qcow_image *img);
+bool overlaps_metadata(struct qcow_image *img, uint64_t off, uint64_t len);
 
 /* snapshot.c */
 int snapshots_load(struct qcow_image *img, char *err, size_t errlen);

@@ -111,7 +111,10 @@ struct qcow_create_opts {
 	enum qcow_compression compression;
 };
 
-/* Creates a v3 image.  Refuses to overwrite an existing file. */
+/*
+ * Creates a v3 image.  Refuses to overwrite an existing file.  The size is
+ * rounded up to a multiple of 512 bytes, as qemu-img create does.
+ */
 int qcow_create(const struct qcow_create_opts *opts, char *err, size_t errlen);
 
 /* Guest I/O, synchronous.  Ranges must lie within the virtual size. */
@@ -136,11 +139,14 @@ int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len);
 /* Makes every completed write and all metadata durable. */
 int qcow_flush(struct qcow_image *img);
 
-/* Grows or shrinks the virtual size; shrinking needs no snapshots. */
+/*
+ * Grows or shrinks the virtual size, a multiple of 512 bytes; shrinking
+ * needs no snapshots.
+ */
 int qcow_resize(struct qcow_image *img, uint64_t new_size);
 
 enum {
-	QCOW_EXTENT_DATA = 1u << 0, /* allocated somewhere in the chain */
+	QCOW_EXTENT_DATA = 1u << 0, /* data stored at depth (not a zero cluster) */
 	QCOW_EXTENT_ZERO = 1u << 1, /* reads as zeros */
 };
 

@@ -108,34 +108,6 @@ int refcount_get(struct qcow_image *img, uint64_t cluster, uint64_t *rc)
 	return 0;
 }
 
-static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
-{
-	return a < b + blen && b < a + alen;
-}
-
-/*
- * True if [off, off+len) touches metadata we know of: the header, the
- * L1 table, the refcount table, the snapshot table, or a cached table.
- * Writes there would destroy the image, whatever the refcounts claim.
- */
-bool overlaps_metadata(struct qcow_image *img, uint64_t off, uint64_t len)
-{
-	uint64_t cs = img->cluster_size;
-
-	if (overlaps(off, len, 0, cs))
-		return true;
-	if (overlaps(off, len, img->l1_offset, 8 * (uint64_t)img->l1_size))
-		return true;
-	if (overlaps(off, len, img->reftable_offset, (uint64_t)img->reftable_clusters * cs))
-		return true;
-	if (img->snapshots_bytes && overlaps(off, len, img->snapshots_offset, img->snapshots_bytes))
-		return true;
-	for (uint64_t c = off & ~(cs - 1); c < off + len; c += cs)
-		if (cache_find(&img->l2_cache, c) >= 0 || cache_find(&img->rb_cache, c) >= 0)
-			return true;
-	return false;
-}
-
 int refcount_set(struct qcow_image *img, uint64_t cluster, uint64_t rc)
 {
 	int32_t slot;
@@ -179,7 +151,9 @@ static int new_refblock(struct qcow_image *img, uint64_t rt)
 		                 "corrupt image: clusters in use at 0x%llx have no refcount block",
 		                 (unsigned long long)off);
 	note_in_use(img, c0, 1);
-	err = rb_get(img, off, true, &slot);
+	err = meta_add(&img->meta, c0, META_REFBLOCK);
+	if (err == 0)
+		err = rb_get(img, off, true, &slot);
 	if (err < 0)
 		return err;
 	rb_entry_set(img, cache_table(&img->rb_cache, slot), 0, 1);
@@ -253,6 +227,9 @@ static int grow_reftable(struct qcow_image *img, uint64_t need)
 		}
 	}
 	note_in_use(img, t, n);
+	err = meta_add_range(&img->meta, t, n, META_REFTABLE);
+	if (err < 0)
+		return qcow_fail(img, err, "no memory");
 	for (uint64_t c = t; c < t + n; c++) {
 		err = refcount_set(img, c, 1);
 		if (err < 0)
@@ -429,6 +406,7 @@ int apply_pending_frees(struct qcow_image *img)
 			break;
 		if (rc - 1 > 0)
 			continue;
+		meta_remove(&img->meta, c);
 		if (c < img->free_hint)
 			img->free_hint = c;
 		if (run_len && run_start + run_len == c) {

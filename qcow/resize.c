@@ -34,6 +34,8 @@ static int grow_l1(struct qcow_image *img, uint64_t entries)
 	memcpy(l1, img->l1, 8 * (size_t)img->l1_size);
 	err = alloc_clusters(img, clusters, &off);
 	if (err == 0)
+		err = meta_add_range(&img->meta, cluster_of(img, off), clusters, META_L1);
+	if (err == 0)
 		err = write_back(img); /* the new table's refcounts first */
 	if (err == 0)
 		err = img->ops->pwrite(img->ctx, l1, clusters * cs, off);
@@ -123,6 +125,9 @@ int qcow_resize(struct qcow_image *img, uint64_t new_size)
 		return qcow_fail(img, -EROFS, "image is open read-only");
 	if (img->fenced)
 		return qcow_fail(img, -EIO, "an earlier write-back failed; reopen the image");
+	if (new_size % 512)
+		return qcow_fail(img, -EINVAL, "size %llu is not a multiple of 512 bytes",
+		                 (unsigned long long)new_size);
 	if (new_size > QCOW_MAX_VIRTUAL_SIZE)
 		return qcow_fail(img, -EFBIG, "size %llu is too large",
 		                 (unsigned long long)new_size);

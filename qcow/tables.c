@@ -29,14 +29,21 @@ static uint64_t host_limit(const struct qcow_image *img)
 	return end > img->file_size ? end : img->file_size;
 }
 
-static int check_table_offset(struct qcow_image *img, uint64_t off, const char *what)
+static int check_table_offset(struct qcow_image *img, uint64_t off, enum meta_kind kind,
+                              const char *what)
 {
+	enum meta_kind found;
+
 	if (off == 0 || (off & (img->cluster_size - 1)) || off >= QCOW_MAX_HOST_OFFSET)
 		return qcow_fail(img, -EIO, "corrupt image: %s at invalid offset 0x%llx", what,
 		                 (unsigned long long)off);
 	if (off + img->cluster_size > host_limit(img))
 		return qcow_fail(img, -EIO,
 		                 "corrupt image: %s at 0x%llx lies beyond the end of the file",
+		                 what, (unsigned long long)off);
+	found = meta_kind(&img->meta, cluster_of(img, off));
+	if (found != META_NONE && found != kind)
+		return qcow_fail(img, -EIO, "corrupt image: %s at 0x%llx overlaps other metadata",
 		                 what, (unsigned long long)off);
 	return 0;
 }
@@ -230,7 +237,7 @@ static int32_t make_room(struct qcow_image *img, struct table_cache *c)
 }
 
 static int table_get(struct qcow_image *img, struct table_cache *c, uint64_t off, bool fresh,
-                     const char *what, int32_t *out)
+                     enum meta_kind kind, const char *what, int32_t *out)
 {
 	int32_t slot = cache_find(c, off);
 	int err;
@@ -239,7 +246,7 @@ static int table_get(struct qcow_image *img, struct table_cache *c, uint64_t off
 		cache_touch(c, slot);
 		goto out_pin;
 	}
-	err = check_table_offset(img, off, what);
+	err = check_table_offset(img, off, kind, what);
 	if (err < 0)
 		return err;
 	slot = make_room(img, c);
@@ -266,12 +273,13 @@ out_pin:
 
 int l2_get(struct qcow_image *img, uint64_t l2_offset, bool fresh, int32_t *slot)
 {
-	return table_get(img, &img->l2_cache, l2_offset, fresh, "L2 table", slot);
+	return table_get(img, &img->l2_cache, l2_offset, fresh, META_L2, "L2 table", slot);
 }
 
 int rb_get(struct qcow_image *img, uint64_t rb_offset, bool fresh, int32_t *slot)
 {
-	return table_get(img, &img->rb_cache, rb_offset, fresh, "refcount block", slot);
+	return table_get(img, &img->rb_cache, rb_offset, fresh, META_REFBLOCK, "refcount block",
+	                 slot);
 }
 
 void table_put(struct table_cache *c, int32_t slot)
@@ -295,7 +303,7 @@ int qcow_cache_insert_l2(struct qcow_image *img, uint64_t table_offset, const vo
 		return qcow_fail(img, -EINVAL, "raw images have no L2 tables");
 	if (cache_find(&img->l2_cache, table_offset) >= 0)
 		return 0; /* ours may be newer than what the caller read */
-	err = check_table_offset(img, table_offset, "L2 table");
+	err = check_table_offset(img, table_offset, META_L2, "L2 table");
 	if (err < 0)
 		return err;
 	slot = make_room(img, &img->l2_cache);

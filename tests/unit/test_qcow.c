@@ -46,10 +46,8 @@ static const char *path_of(const char *name)
 
 static void create(const char *name, uint64_t size, uint32_t cs, const char *backing)
 {
-	struct qcow_create_opts o = {.path = path_of(name),
-				     .size_bytes = size,
-				     .cluster_size = cs,
-				     .backing_file = backing};
+	struct qcow_create_opts o = {
+	    .path = path_of(name), .size_bytes = size, .cluster_size = cs, .backing_file = backing};
 
 	cr_assert_eq(qcow_create(&o, err, sizeof(err)), 0, "%s", err);
 }
@@ -217,10 +215,11 @@ Test(qcow_api, block_status_reports_chain_depth)
 	cr_assert_eq(qcow_write_zeroes(img, 3 * 65536, 65536, QCOW_ZERO_MAY_UNMAP), 0);
 
 	cr_assert_eq(qcow_block_status(img, 0, 8 << 20, &x), 0);
-	cr_assert(x.offset == 0 && x.length == 65536 && x.flags == QCOW_EXTENT_DATA && x.depth == 2);
+	cr_assert(x.offset == 0 && x.length == 65536 && x.flags == QCOW_EXTENT_DATA &&
+	          x.depth == 2);
 	cr_assert_eq(qcow_block_status(img, 65536, 65536, &x), 0);
 	cr_assert(x.flags == QCOW_EXTENT_ZERO && x.depth == -1, "flags %u depth %d", x.flags,
-		  x.depth);
+	          x.depth);
 	cr_assert_eq(qcow_block_status(img, 2 * 65536, 1 << 20, &x), 0);
 	cr_assert(x.length == 65536 && x.flags == QCOW_EXTENT_DATA && x.depth == 0);
 	cr_assert_eq(qcow_block_status(img, 3 * 65536, 65536, &x), 0);
@@ -283,24 +282,53 @@ Test(qcow_api, resize_grows_l1_and_shrink_drops_data)
 	cr_assert_eq(qcow_write(img, w, (64 << 20) - 4096, 4096), 0);
 	cr_assert_eq(qcow_read(img, r, (1 << 20) - 4096, 4096), 0);
 	cr_assert_eq(memcmp(w, r, 4096), 0, "data lost when the L1 table moved");
-	cr_assert_eq(qcow_resize(img, (1 << 20) - 1000), 0, "%s", qcow_last_error(img));
+	cr_assert_eq(qcow_resize(img, (1 << 20) - 1000), -EINVAL, "size not a multiple of 512");
+	cr_assert_eq(qcow_resize(img, (1 << 20) - 1024), 0, "%s", qcow_last_error(img));
 	cr_assert_eq(qcow_resize(img, 2 << 20), 0);
-	cr_assert_eq(qcow_read(img, r, (1 << 20) - 1000, 1000), 0);
-	cr_assert(all_zero(r, 1000), "bytes past a shrink came back after growing");
-	cr_assert_eq(qcow_read(img, r, (1 << 20) - 4096, 3096), 0);
-	cr_assert_eq(memcmp(w, r, 3096), 0);
+	cr_assert_eq(qcow_read(img, r, (1 << 20) - 1024, 1024), 0);
+	cr_assert(all_zero(r, 1024), "bytes past a shrink came back after growing");
+	cr_assert_eq(qcow_read(img, r, (1 << 20) - 4096, 3072), 0);
+	cr_assert_eq(memcmp(w, r, 3072), 0);
 	cr_assert_eq(qcow_check(img, 0, &res), 0);
 	cr_assert(res.corruptions == 0 && res.leaks == 0, "%llu corruptions, %llu leaks",
-		  (unsigned long long)res.corruptions, (unsigned long long)res.leaks);
+	          (unsigned long long)res.corruptions, (unsigned long long)res.leaks);
+	qcow_close(img);
+}
+
+Test(qcow_api, shrink_into_a_cluster_then_grow_reads_zeros)
+{
+	static uint8_t w[65536], r[65536];
+	struct qcow_image *img;
+
+	create("k.qcow2", 1 << 20, 0, NULL);
+	img = open_img("k.qcow2", QCOW_OPEN_RDWR);
+	fill(w, sizeof(w), 8);
+	cr_assert_eq(qcow_write(img, w, (1 << 20) - 65536, 65536), 0);
+	cr_assert_eq(qcow_resize(img, (1 << 20) - 4096), 0, "%s", qcow_last_error(img));
+	cr_assert_eq(qcow_resize(img, 1 << 20), 0, "%s", qcow_last_error(img));
+	cr_assert_eq(qcow_read(img, r, (1 << 20) - 65536, 65536), 0);
+	cr_assert_eq(memcmp(r, w, 65536 - 4096), 0);
+	cr_assert(all_zero(r + 65536 - 4096, 4096), "the cut tail of a cluster came back");
+	qcow_close(img);
+}
+
+Test(qcow_api, create_rounds_size_up_to_512)
+{
+	struct qcow_image *img;
+	struct qcow_info info;
+
+	create("l.qcow2", 1000, 0, NULL);
+	img = open_img("l.qcow2", 0);
+	qcow_get_info(img, &info);
+	cr_assert_eq(info.size_bytes, 1024);
 	qcow_close(img);
 }
 
 Test(qcow_api, dirty_image_is_repaired_on_open)
 {
 	static uint8_t w[65536 * 4];
-	struct qcow_create_opts o = {.path = path_of("i.qcow2"),
-				     .size_bytes = 16 << 20,
-				     .lazy_refcounts = true};
+	struct qcow_create_opts o = {
+	    .path = path_of("i.qcow2"), .size_bytes = 16 << 20, .lazy_refcounts = true};
 	struct qcow_image *img;
 	struct qcow_info info;
 	struct qcow_check_result res;
@@ -329,9 +357,9 @@ Test(qcow_api, dirty_image_is_repaired_on_open)
 Test(qcow_api, tiny_cache_writes_back_in_order)
 {
 	struct qcow_open_opts oo = {.path = path_of("j.qcow2"),
-				    .flags = QCOW_OPEN_RDWR,
-				    .l2_cache_bytes = 1,
-				    .refcount_cache_bytes = 1};
+	                            .flags = QCOW_OPEN_RDWR,
+	                            .l2_cache_bytes = 1,
+	                            .refcount_cache_bytes = 1};
 	static uint8_t w[4096], r[4096];
 	struct qcow_image *img;
 	struct qcow_check_result res;
@@ -341,13 +369,14 @@ Test(qcow_api, tiny_cache_writes_back_in_order)
 	for (unsigned i = 0; i < 400; i++) {
 		fill(w, sizeof(w), i);
 		/* Spread over many L2 tables (one maps 2 MiB here). */
-		cr_assert_eq(qcow_write(img, w, (uint64_t)i * 9999991 % ((1ull << 32) - 4096), 4096),
-			     0, "%s", qcow_last_error(img));
+		cr_assert_eq(
+		    qcow_write(img, w, (uint64_t)i * 9999991 % ((1ull << 32) - 4096), 4096), 0,
+		    "%s", qcow_last_error(img));
 	}
 	for (unsigned i = 0; i < 400; i++) {
 		fill(w, sizeof(w), i);
 		cr_assert_eq(qcow_read(img, r, (uint64_t)i * 9999991 % ((1ull << 32) - 4096), 4096),
-			     0);
+		             0);
 		/* Later writes may overlap earlier ones; check the last write of each slot. */
 		bool later = false;
 		for (unsigned j = i + 1; j < 400; j++) {

@@ -21,7 +21,8 @@ Test(qcow_refcount, entries_round_trip_without_touching_neighbours)
 
 			if (max == 1 && i % 3 == 0)
 				want = i % 2 ? 0 : 1;
-			cr_assert_eq(rb_entry_get(&img, rb, i), want, "order %u entry %u", order, i);
+			cr_assert_eq(rb_entry_get(&img, rb, i), want, "order %u entry %u", order,
+			             i);
 		}
 	}
 }
