@@ -355,7 +355,9 @@ int qcow_close(struct qcow_image *img)
 
 	if (!img)
 		return 0;
-	if (img->writable && !img->fenced) {
+	if (img->writable && img->fenced) {
+		err = -EIO; /* what the failed write-back did not save is lost */
+	} else if (img->writable) {
 		err = qcow_flush(img);
 		if (err == 0 && img->dirty_bit_on_disk)
 			err = set_dirty_bit(img, false);
