@@ -224,5 +224,24 @@ int check_data_offset(struct qcow_image *img, uint64_t host_off)
 		return qcow_fail(img, -EIO,
 		                 "corrupt image: data cluster offset 0x%llx is outside the file",
 		                 (unsigned long long)host_off);
+	if (meta_kind(&img->meta, cluster_of(img, host_off)) != META_NONE)
+		return qcow_fail(img, -EIO, "corrupt image: data cluster at 0x%llx is metadata",
+		                 (unsigned long long)host_off);
+	return 0;
+}
+
+/* A compressed cluster's bytes must lie past the header and clear of metadata. */
+int check_compressed(struct qcow_image *img, uint64_t entry)
+{
+	uint64_t host, bytes;
+
+	if (compressed_range(img, entry, &host, &bytes) < 0)
+		return qcow_fail(img, -EIO,
+		                 "corrupt image: bad compressed cluster descriptor 0x%llx",
+		                 (unsigned long long)entry);
+	if (overlaps_metadata(img, host, bytes))
+		return qcow_fail(img, -EIO,
+		                 "corrupt image: compressed data at 0x%llx overlaps metadata",
+		                 (unsigned long long)host);
 	return 0;
 }

@@ -212,6 +212,7 @@ void cache_drop(struct table_cache *c, int32_t slot);
 void cache_touch(struct table_cache *c, int32_t slot);
 
 /* tables.c: loading and writing back L2 tables and refblocks. */
+int check_l2_offset(struct qcow_image *img, uint64_t l2_offset);
 int l2_get(struct qcow_image *img, uint64_t l2_offset, bool fresh, int32_t *slot);
 int rb_get(struct qcow_image *img, uint64_t rb_offset, bool fresh, int32_t *slot);
 void table_put(struct table_cache *c, int32_t slot);
@@ -249,6 +250,7 @@ int compressed_range(const struct qcow_image *img, uint64_t entry, uint64_t *hos
                      uint64_t *bytes);
 int read_compressed(struct qcow_image *img, uint64_t entry, uint8_t *out);
 int check_data_offset(struct qcow_image *img, uint64_t host_off);
+int check_compressed(struct qcow_image *img, uint64_t entry);
 
 /* metamap.c */
 int meta_add(struct meta_map *m, uint64_t cluster, enum meta_kind kind);

@@ -26,7 +26,7 @@ static int classify(struct qcow_image *img, uint64_t e, enum qcow_map_kind *kind
 			                 "corrupt image: compressed cluster marked COPIED");
 		*kind = QCOW_MAP_COMPRESSED;
 		*host = 0;
-		return 0;
+		return check_compressed(img, e);
 	}
 	if (e & L2E_RESERVED_MASK)
 		return qcow_fail(img, -EIO, "corrupt image: L2 entry 0x%llx has reserved bits set",
@@ -90,6 +90,9 @@ static int map_run(struct qcow_image *img, uint64_t off, uint64_t len, bool cach
 	slot = cache_find(&img->l2_cache, l2_off);
 	if (slot < 0) {
 		if (cached_only) {
+			err = check_l2_offset(img, l2_off);
+			if (err < 0)
+				return err;
 			*need_table = l2_off;
 			return -EAGAIN;
 		}

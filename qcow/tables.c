@@ -271,6 +271,11 @@ out_pin:
 	return 0;
 }
 
+int check_l2_offset(struct qcow_image *img, uint64_t l2_offset)
+{
+	return check_table_offset(img, l2_offset, META_L2, "L2 table");
+}
+
 int l2_get(struct qcow_image *img, uint64_t l2_offset, bool fresh, int32_t *slot)
 {
 	return table_get(img, &img->l2_cache, l2_offset, fresh, META_L2, "L2 table", slot);
