@@ -296,6 +296,8 @@ int header_write(struct qcow_image *img)
 	put_be64(h + HDR_L1_OFFSET, img->l1_offset);
 	put_be64(h + HDR_REFTABLE_OFFSET, img->reftable_offset);
 	put_be32(h + HDR_REFTABLE_CLUSTERS, img->reftable_clusters);
+	put_be32(h + HDR_NB_SNAPSHOTS, img->nb_snapshots);
+	put_be64(h + HDR_SNAPSHOTS_OFFSET, img->snapshots_offset);
 	put_be64(h + HDR_INCOMPAT, img->incompat);
 	put_be64(h + HDR_AUTOCLEAR, img->autoclear);
 	err = img->ops->pwrite(img->ctx, h, img->header_length, 0);

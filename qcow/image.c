@@ -298,6 +298,18 @@ static int image_open(const struct qcow_open_opts *opts, bool raw, struct chain_
 	e = open_qcow2(img, opts, err, errlen);
 	if (e < 0)
 		goto out_free;
+	if (opts->snapshot) {
+		if (opts->flags & QCOW_OPEN_RDWR) {
+			set_err(err, errlen, "%s: snapshots open read-only", img->path);
+			e = -EROFS;
+			goto out_free;
+		}
+		e = snapshot_select(img, opts->snapshot, err, errlen);
+		if (e == 0 && (e = meta_build(img)) < 0)
+			set_err(err, errlen, "%s: no memory", img->path);
+		if (e < 0)
+			goto out_free;
+	}
 	if (img->backing_name[0] &&
 	    !(img->backing_path = backing_path(img->path, img->backing_name))) {
 		set_err(err, errlen, "%s: no memory", img->path);

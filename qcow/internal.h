@@ -140,6 +140,10 @@ struct qcow_image {
 	struct snapshot {
 		uint64_t l1_offset;
 		uint32_t l1_size;
+		uint64_t disk_size;
+		uint8_t *raw; /* the entry as on disk, without padding */
+		uint32_t raw_len;
+		char *id, *name;
 	} * snapshots;
 	char backing_name[QCOW_MAX_BACKING_NAME + 1];
 	char backing_format[32];
@@ -222,6 +226,7 @@ int write_back(struct qcow_image *img);
 /* refcount.c */
 int refcount_get(struct qcow_image *img, uint64_t cluster, uint64_t *rc);
 int refcount_set(struct qcow_image *img, uint64_t cluster, uint64_t rc);
+int refcount_add(struct qcow_image *img, uint64_t cluster);
 int alloc_clusters(struct qcow_image *img, uint64_t n, uint64_t *offset);
 int free_later(struct qcow_image *img, uint64_t cluster);
 int free_range_later(struct qcow_image *img, uint64_t host_off, uint64_t bytes);
@@ -264,6 +269,7 @@ bool overlaps_metadata(struct qcow_image *img, uint64_t off, uint64_t len);
 /* snapshot.c */
 int snapshots_load(struct qcow_image *img, char *err, size_t errlen);
 void snapshots_free(struct qcow_image *img);
+int snapshot_select(struct qcow_image *img, const char *name, char *err, size_t errlen);
 
 /* check.c */
 int rebuild_refcounts(struct qcow_image *img);

@@ -72,6 +72,7 @@ struct qcow_open_opts {
 	unsigned flags;                /* QCOW_OPEN_* */
 	uint64_t l2_cache_bytes;       /* 0: QCOW_DEFAULT_L2_CACHE_BYTES */
 	uint64_t refcount_cache_bytes; /* 0: QCOW_DEFAULT_REFCOUNT_CACHE_BYTES */
+	const char *snapshot;          /* non-NULL: show this snapshot (name or id), read-only */
 };
 
 /*
@@ -136,6 +137,15 @@ int qcow_write_zeroes(struct qcow_image *img, uint64_t off, uint64_t len, unsign
  */
 int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len);
 
+/*
+ * Writes one whole guest cluster compressed with the image's compression
+ * type (zstd or deflate) when that makes it smaller, else as a normal
+ * cluster.  off must be cluster-aligned and len the cluster size (or what
+ * is left of the disk for its last cluster).  Meant for sequential
+ * writers such as convert; compressed clusters are packed back to back.
+ */
+int qcow_write_compressed(struct qcow_image *img, const void *buf, uint64_t off, size_t len);
+
 /* Makes every completed write and all metadata durable. */
 int qcow_flush(struct qcow_image *img);
 
@@ -192,6 +202,33 @@ struct qcow_map {
 int qcow_map_cached(struct qcow_image *img, uint64_t off, uint64_t len, struct qcow_map *map,
                     uint64_t *need_table);
 int qcow_cache_insert_l2(struct qcow_image *img, uint64_t table_offset, const void *table);
+
+/*
+ * Internal snapshots.  Create, delete and revert need a writable v3 image
+ * and are crash-safe: after a crash the image has the snapshot whole or
+ * not at all (at worst with leaked clusters).  A snapshot is named by its
+ * name or, failing that, its id.  Reading one without reverting: open the
+ * image with qcow_open_opts.snapshot.
+ */
+struct qcow_snapshot_info {
+	char id[128];
+	char name[1024];
+	uint64_t date_sec;
+	uint32_t date_nsec;
+	uint64_t vm_clock_ns;
+	uint64_t vm_state_bytes;
+	uint64_t disk_size_bytes;
+};
+
+uint32_t qcow_snapshot_count(const struct qcow_image *img);
+/* Describes snapshot number index (0 .. count-1); -ENOENT past the end. */
+int qcow_snapshot_get(const struct qcow_image *img, uint32_t index,
+                      struct qcow_snapshot_info *info);
+/* -EEXIST if the name is taken; names are 1 to 1023 bytes. */
+int qcow_snapshot_create(struct qcow_image *img, const char *name);
+int qcow_snapshot_delete(struct qcow_image *img, const char *name);
+/* The active image becomes the snapshot's contents and size; the snapshot stays. */
+int qcow_snapshot_revert(struct qcow_image *img, const char *name);
 
 struct qcow_info {
 	uint32_t version;

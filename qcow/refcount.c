@@ -130,6 +130,14 @@ int refcount_set(struct qcow_image *img, uint64_t cluster, uint64_t rc)
 	return 0;
 }
 
+int refcount_add(struct qcow_image *img, uint64_t cluster)
+{
+	uint64_t rc;
+	int err = refcount_get(img, cluster, &rc);
+
+	return err < 0 ? err : refcount_set(img, cluster, rc + 1);
+}
+
 static void note_in_use(struct qcow_image *img, uint64_t first, uint64_t n)
 {
 	if (first + n > img->end_cluster)
