@@ -5,9 +5,6 @@
  * tables shared with snapshots).  Every entry read from an image is
  * checked before use: reserved bits, alignment, offsets past the end.
  */
-#include <zlib.h>
-#include <zstd.h>
-
 #include "internal.h"
 
 static uint64_t l1_index(const struct qcow_image *img, uint64_t guest_off)
@@ -141,71 +138,6 @@ int compressed_range(const struct qcow_image *img, uint64_t entry, uint64_t *hos
 		return -EIO;
 	*host_off = off;
 	*bytes = sectors * 512 - (off & 511);
-	return 0;
-}
-
-static int inflate_cluster(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
-{
-	z_stream zs = {.next_in = (Bytef *)in,
-	               .avail_in = (uInt)in_len,
-	               .next_out = out,
-	               .avail_out = (uInt)out_len};
-	int ret;
-
-	if (inflateInit2(&zs, -15) != Z_OK)
-		return -ENOMEM;
-	ret = inflate(&zs, Z_FINISH);
-	inflateEnd(&zs);
-	if ((ret == Z_STREAM_END || ret == Z_BUF_ERROR || ret == Z_OK) && zs.avail_out == 0)
-		return 0;
-	return -EIO;
-}
-
-static int zstd_cluster(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
-{
-	ZSTD_DCtx *dctx = ZSTD_createDCtx();
-	ZSTD_inBuffer ib = {in, in_len, 0};
-	ZSTD_outBuffer ob = {out, out_len, 0};
-	int err = -EIO;
-
-	if (!dctx)
-		return -ENOMEM;
-	while (ob.pos < ob.size) {
-		size_t ret = ZSTD_decompressStream(dctx, &ob, &ib);
-
-		if (ZSTD_isError(ret))
-			goto out_free;
-		if (ret == 0 || (ib.pos == ib.size && ob.pos < ob.size))
-			break;
-	}
-	if (ob.pos == ob.size)
-		err = 0;
-out_free:
-	ZSTD_freeDCtx(dctx);
-	return err;
-}
-
-int read_compressed(struct qcow_image *img, uint64_t entry, uint8_t *out)
-{
-	uint64_t host, bytes;
-	int err = compressed_range(img, entry, &host, &bytes);
-
-	if (err < 0)
-		return qcow_fail(img, -EIO,
-		                 "corrupt image: bad compressed cluster descriptor 0x%llx",
-		                 (unsigned long long)entry);
-	err = img->ops->pread(img->ctx, img->cscratch, bytes, host);
-	if (err < 0)
-		return qcow_fail(img, err, "reading a compressed cluster at 0x%llx failed: %s",
-		                 (unsigned long long)host, strerror(-err));
-	if (img->compression == QCOW_COMPRESSION_ZSTD)
-		err = zstd_cluster(img->cscratch, bytes, out, img->cluster_size);
-	else
-		err = inflate_cluster(img->cscratch, bytes, out, img->cluster_size);
-	if (err < 0)
-		return qcow_fail(img, err,
-		                 "corrupt image: compressed cluster at 0x%llx does not decompress",
-		                 (unsigned long long)host);
 	return 0;
 }
 

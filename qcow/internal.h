@@ -186,6 +186,8 @@ struct qcow_image {
 	uint64_t file_size; /* host file size at open */
 	int fenced;         /* a failed sync fences the image: -EIO forever */
 
+	uint64_t cpos; /* next free byte of the host cluster being packed, 0: none */
+
 	/* Scratch clusters for copy-on-write and decompression. */
 	uint8_t *scratch;
 	uint8_t *cscratch; /* compressed input, 2 clusters */
@@ -270,6 +272,14 @@ bool overlaps_metadata(struct qcow_image *img, uint64_t off, uint64_t len);
 int snapshots_load(struct qcow_image *img, char *err, size_t errlen);
 void snapshots_free(struct qcow_image *img);
 int snapshot_select(struct qcow_image *img, const char *name, char *err, size_t errlen);
+
+/* io.c */
+int classify(struct qcow_image *img, uint64_t e, enum qcow_map_kind *kind, uint64_t *host);
+int check_range(struct qcow_image *img, uint64_t off, uint64_t len);
+int check_writable(struct qcow_image *img);
+int host_write(struct qcow_image *img, const void *buf, size_t len, uint64_t off);
+int release_entry(struct qcow_image *img, uint64_t e, enum qcow_map_kind kind, uint64_t host,
+                  uint64_t keep);
 
 /* check.c */
 int rebuild_refcounts(struct qcow_image *img);

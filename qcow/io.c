@@ -18,7 +18,7 @@ struct run {
 	bool in_place;  /* DATA with COPIED: writable where it is */
 };
 
-static int classify(struct qcow_image *img, uint64_t e, enum qcow_map_kind *kind, uint64_t *host)
+int classify(struct qcow_image *img, uint64_t e, enum qcow_map_kind *kind, uint64_t *host)
 {
 	if (e & QCOW_OFLAG_COMPRESSED) {
 		if (e & QCOW_OFLAG_COPIED)
@@ -129,7 +129,7 @@ out:
 	return 0;
 }
 
-static int check_range(struct qcow_image *img, uint64_t off, uint64_t len)
+int check_range(struct qcow_image *img, uint64_t off, uint64_t len)
 {
 	uint64_t end;
 
@@ -139,7 +139,7 @@ static int check_range(struct qcow_image *img, uint64_t off, uint64_t len)
 	return 0;
 }
 
-static int check_writable(struct qcow_image *img)
+int check_writable(struct qcow_image *img)
 {
 	if (!img->writable)
 		return qcow_fail(img, -EROFS, "image is open read-only");
@@ -158,7 +158,7 @@ static int host_read(struct qcow_image *img, void *buf, size_t len, uint64_t off
 	return 0;
 }
 
-static int host_write(struct qcow_image *img, const void *buf, size_t len, uint64_t off)
+int host_write(struct qcow_image *img, const void *buf, size_t len, uint64_t off)
 {
 	int err;
 
@@ -256,8 +256,8 @@ static int read_old_cluster(struct qcow_image *img, uint64_t e, enum qcow_map_ki
 }
 
 /* Releases the host storage an entry held, once its replacement is mapped. */
-static int release_entry(struct qcow_image *img, uint64_t e, enum qcow_map_kind kind, uint64_t host,
-                         uint64_t keep)
+int release_entry(struct qcow_image *img, uint64_t e, enum qcow_map_kind kind, uint64_t host,
+                  uint64_t keep)
 {
 	uint64_t off, bytes;
 

@@ -415,6 +415,8 @@ int apply_pending_frees(struct qcow_image *img)
 		if (rc - 1 > 0)
 			continue;
 		meta_remove(&img->meta, c);
+		if (img->cpos && cluster_of(img, img->cpos) == c)
+			img->cpos = 0; /* the packing cluster is gone */
 		if (c < img->free_hint)
 			img->free_hint = c;
 		if (run_len && run_start + run_len == c) {
