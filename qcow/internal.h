@@ -224,6 +224,7 @@ int rb_get(struct qcow_image *img, uint64_t rb_offset, bool fresh, int32_t *slot
 void table_put(struct table_cache *c, int32_t slot);
 void table_dirty(struct qcow_image *img, struct table_cache *c, int32_t slot);
 int write_back(struct qcow_image *img);
+void forget_table(struct qcow_image *img, uint64_t off);
 
 /* refcount.c */
 int refcount_get(struct qcow_image *img, uint64_t cluster, uint64_t *rc);

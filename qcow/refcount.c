@@ -415,6 +415,7 @@ int apply_pending_frees(struct qcow_image *img)
 		if (rc - 1 > 0)
 			continue;
 		meta_remove(&img->meta, c);
+		forget_table(img, c << img->cluster_bits);
 		if (img->cpos && cluster_of(img, img->cpos) == c)
 			img->cpos = 0; /* the packing cluster is gone */
 		if (c < img->free_hint)

@@ -244,6 +244,11 @@ static int table_get(struct qcow_image *img, struct table_cache *c, uint64_t off
 
 	if (slot >= 0) {
 		cache_touch(c, slot);
+		if (fresh) {
+			/* A freed table's cluster, allocated again. */
+			memset(cache_table(c, slot), 0, c->table_bytes);
+			table_dirty(img, c, slot);
+		}
 		goto out_pin;
 	}
 	err = check_table_offset(img, off, kind, what);
@@ -317,4 +322,17 @@ int qcow_cache_insert_l2(struct qcow_image *img, uint64_t table_offset, const vo
 	memcpy(cache_table(&img->l2_cache, slot), table, img->l2_cache.table_bytes);
 	cache_install(&img->l2_cache, slot, table_offset);
 	return 0;
+}
+
+/* Drops a freed cluster from the table caches, so no stale copy is written back. */
+void forget_table(struct qcow_image *img, uint64_t off)
+{
+	struct table_cache *caches[] = {&img->l2_cache, &img->rb_cache};
+
+	for (size_t i = 0; i < 2; i++) {
+		int32_t slot = cache_find(caches[i], off);
+
+		if (slot >= 0 && !caches[i]->slots[slot].pinned)
+			cache_drop(caches[i], slot);
+	}
 }
