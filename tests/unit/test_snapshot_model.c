@@ -180,7 +180,7 @@ static void run(uint32_t cs, uint64_t seed, int steps)
 
 static int steps(void)
 {
-	return getenv("BLOCKD_SANITIZED") ? 250 : 600;
+	return getenv("BLOCKD_SANITIZED") ? 500 : 1500;
 }
 
 Test(qcow_snapshot_model, cluster_64k)
