@@ -178,41 +178,115 @@ static bool has_refblock(uint64_t rt, const uint64_t *table, uint64_t entries)
 }
 
 /*
- * Replaces the refcount table with one of at least need entries, placed at
- * the end of the file.  Ranges the new table falls into that have no
- * refcount block get one at their first cluster; the table starts after
- * such a block if the range begins inside it.
+ * Ranges in clusters [t, t+len) that have no refcount block in table;
+ * returns how many, writing at most max of them to out (NULL: count only).
+ */
+static uint64_t missing_blocks(const struct qcow_image *img, uint64_t t, uint64_t len,
+                               const uint64_t *table, uint64_t entries, uint64_t *out, uint64_t max)
+{
+	uint64_t E = img->refblock_entries, k = 0;
+
+	for (uint64_t r = t / E; r <= (t + len - 1) / E; r++) {
+		if (has_refblock(r, table, entries))
+			continue;
+		if (out && k < max)
+			out[k] = r;
+		k++;
+	}
+	return k;
+}
+
+/*
+ * Plans n clusters at t followed by the refcount blocks for every range
+ * that stretch touches without one (the blocks count themselves too).
+ * Returns the number of blocks k: the stretch is [t, t + n + k).
+ */
+static uint64_t plan_stretch(const struct qcow_image *img, uint64_t t, uint64_t n,
+                             const uint64_t *table, uint64_t entries)
+{
+	uint64_t k = 0, next;
+
+	while ((next = missing_blocks(img, t, n + k, table, entries, NULL, 0)) != k)
+		k = next;
+	return k;
+}
+
+/*
+ * Gives the k ranges missing blocks in [t, t+len) the clusters right after
+ * position at, in img->reftable (which must have room for them).
+ */
+static int install_blocks(struct qcow_image *img, uint64_t t, uint64_t len, uint64_t at)
+{
+	uint64_t k = missing_blocks(img, t, len, img->reftable, img->reftable_entries, NULL, 0);
+	uint64_t *ranges = calloc(k ? k : 1, sizeof(*ranges));
+	int err = 0;
+
+	if (!ranges)
+		return qcow_fail(img, -ENOMEM, "no memory for refcount blocks");
+	missing_blocks(img, t, len, img->reftable, img->reftable_entries, ranges, k);
+	for (uint64_t i = 0; i < k && err == 0; i++) {
+		uint64_t off = (at + i) << img->cluster_bits;
+		int32_t slot;
+
+		err = meta_add(&img->meta, at + i, META_REFBLOCK);
+		if (err == 0)
+			err = rb_get(img, off, true, &slot);
+		if (err == 0) {
+			table_put(&img->rb_cache, slot);
+			img->reftable[ranges[i]] = off;
+			img->reftable_dirty = true;
+		}
+	}
+	free(ranges);
+	return err;
+}
+
+static int set_stretch(struct qcow_image *img, uint64_t t, uint64_t len)
+{
+	for (uint64_t c = t; c < t + len; c++) {
+		int err = refcount_set(img, c, 1);
+
+		if (err < 0)
+			return err;
+	}
+	return 0;
+}
+
+static int sync_or_fence(struct qcow_image *img)
+{
+	int err = img->ops->sync(img->ctx);
+
+	if (err < 0) {
+		img->fenced = err;
+		return qcow_fail(img, err, "sync failed: %s", strerror(-err));
+	}
+	img->unsynced = false;
+	return 0;
+}
+
+/*
+ * Replaces the refcount table with one of at least need entries, written
+ * past the end of everything in use together with the refcount blocks its
+ * own clusters need, then switches the header to it in one write.
  */
 static int grow_reftable(struct qcow_image *img, uint64_t need)
 {
 	uint64_t E = img->refblock_entries, cs = img->cluster_size;
-	uint64_t entries = need + need / 2 + 1;
-	uint64_t n = (entries * 8 + cs - 1) / cs;
-	uint64_t t = img->end_cluster, *table, old_off = img->reftable_offset;
+	uint64_t entries = need + need / 2 + 1, n = (entries * 8 + cs - 1) / cs;
+	uint64_t t = img->end_cluster, k, *table, old_off = img->reftable_offset;
 	uint64_t old_clusters = img->reftable_clusters;
-	bool moved;
 	int err;
 
-	do {
-		moved = false;
-		for (uint64_t r = t / E; r <= (t + n - 1) / E; r++) {
-			if (has_refblock(r, img->reftable, img->reftable_entries))
-				continue;
-			if (r * E >= t) {
-				t = r * E + 1;
-				moved = true;
-				break;
-			}
-		}
-		if ((t + n - 1) / E >= n * cs / 8) {
-			n = ((t + n - 1) / E + 1) * 8 / cs + 1;
-			moved = true;
-		}
-	} while (moved);
+	for (;;) {
+		k = plan_stretch(img, t, n, img->reftable, img->reftable_entries);
+		if ((t + n + k - 1) / E < n * cs / 8)
+			break;
+		n = ((t + n + k - 1) / E + 1) * 8 / cs + 1;
+	}
 	if (n * cs > QCOW_MAX_REFTABLE_BYTES)
 		return qcow_fail(img, -EFBIG, "refcount table would exceed %u MiB",
 		                 QCOW_MAX_REFTABLE_BYTES >> 20);
-	if ((t + n) << img->cluster_bits >= QCOW_MAX_HOST_OFFSET)
+	if ((t + n + k) << img->cluster_bits >= QCOW_MAX_HOST_OFFSET)
 		return qcow_fail(img, -EFBIG, "image file would exceed the qcow2 offset limit");
 
 	/* Everything the old refcounts hold must be on disk before the switch. */
@@ -227,36 +301,28 @@ static int grow_reftable(struct qcow_image *img, uint64_t need)
 	free(img->reftable);
 	img->reftable = table;
 	img->reftable_entries = (uint32_t)(n * cs / 8);
-	for (uint64_t r = t / E; r <= (t + n - 1) / E; r++) {
-		if (!table[r]) {
-			err = new_refblock(img, r);
-			if (err < 0)
-				return err;
-		}
-	}
-	note_in_use(img, t, n);
+	note_in_use(img, t, n + k);
 	err = meta_add_range(&img->meta, t, n, META_REFTABLE);
 	if (err < 0)
 		return qcow_fail(img, err, "no memory");
-	for (uint64_t c = t; c < t + n; c++) {
-		err = refcount_set(img, c, 1);
-		if (err < 0)
-			return err;
-	}
+	err = install_blocks(img, t, n + k, t + n);
+	if (err == 0)
+		err = set_stretch(img, t, n + k);
+	if (err < 0)
+		return err;
 	img->reftable_offset = t << img->cluster_bits;
 	img->reftable_clusters = (uint32_t)n;
 	img->reftable_dirty = true;
-	err = write_back(img); /* refcount blocks, then the new table */
+	/* Blocks, then the table; synced even with lazy refcounts: the header names it. */
+	err = write_back(img);
+	if (err == 0)
+		err = sync_or_fence(img);
+	if (err == 0)
+		err = header_write(img);
+	if (err == 0)
+		err = sync_or_fence(img);
 	if (err < 0)
 		return err;
-	err = header_write(img);
-	if (err < 0)
-		return err;
-	err = img->ops->sync(img->ctx);
-	if (err < 0) {
-		img->fenced = err;
-		return qcow_fail(img, err, "sync failed: %s", strerror(-err));
-	}
 	/* Nothing points at the old table any more. */
 	for (uint64_t i = 0; i < old_clusters; i++) {
 		err = free_later(img, (old_off >> img->cluster_bits) + i);
@@ -280,19 +346,50 @@ static int ensure_refblock(struct qcow_image *img, uint64_t rt)
 	return new_refblock(img, rt);
 }
 
+/*
+ * n contiguous clusters past everything in use.  Refcount blocks for the
+ * ranges they fall in go right after them, since a block at the start of
+ * its own range would split any run longer than a range.
+ */
+static int alloc_at_end(struct qcow_image *img, uint64_t n, uint64_t *first)
+{
+	uint64_t E = img->refblock_entries, t, k;
+	int err;
+
+	for (;;) {
+		t = img->end_cluster;
+		k = plan_stretch(img, t, n, img->reftable, img->reftable_entries);
+		if ((t + n + k - 1) / E < img->reftable_entries)
+			break;
+		err = grow_reftable(img, (t + n + k - 1) / E + 1);
+		if (err < 0)
+			return err;
+	}
+	if ((t + n + k) << img->cluster_bits >= QCOW_MAX_HOST_OFFSET)
+		return qcow_fail(img, -EFBIG, "image file would exceed the qcow2 offset limit");
+	note_in_use(img, t, n + k);
+	err = install_blocks(img, t, n + k, t + n);
+	if (err == 0)
+		err = set_stretch(img, t, n + k);
+	if (err < 0)
+		return err;
+	*first = t;
+	return 0;
+}
+
+/*
+ * Finds n free clusters in a row: the first fit from free_hint among the
+ * clusters in use so far, else past their end.
+ */
 int alloc_clusters(struct qcow_image *img, uint64_t n, uint64_t *offset)
 {
-	uint64_t limit = QCOW_MAX_HOST_OFFSET >> img->cluster_bits;
 	uint64_t c = img->free_hint, start = c, run = 0;
 	int err;
 
 	assert(n > 0);
-	while (run < n) {
+	while (run < n && c < img->end_cluster) {
 		uint64_t rt = c / img->refblock_entries, rc;
 
-		if (c >= limit)
-			return qcow_fail(img, -EFBIG,
-			                 "image file would exceed the qcow2 offset limit");
 		if (!has_refblock(rt, img->reftable, img->reftable_entries)) {
 			err = ensure_refblock(img, rt);
 			if (err < 0)
@@ -302,11 +399,7 @@ int alloc_clusters(struct qcow_image *img, uint64_t n, uint64_t *offset)
 		err = refcount_get(img, c, &rc);
 		if (err < 0)
 			return err;
-		/*
-		 * Past everything in use a refcount can only be a leak, so the
-		 * cluster is free whatever it says; this also bounds the scan.
-		 */
-		if (rc == 0 || c >= img->end_cluster) {
+		if (rc == 0) {
 			if (run == 0)
 				start = c;
 			run++;
@@ -317,16 +410,22 @@ int alloc_clusters(struct qcow_image *img, uint64_t n, uint64_t *offset)
 		}
 		c++;
 	}
+	if (run < n) {
+		/* A run reaching the end continues there when its blocks exist. */
+		if (run && plan_stretch(img, start, n, img->reftable, img->reftable_entries) == 0 &&
+		    (start + n - 1) / img->refblock_entries < img->reftable_entries)
+			note_in_use(img, start, n);
+		else if ((err = alloc_at_end(img, n, &start)) < 0)
+			return err;
+	}
 	if (overlaps_metadata(img, start << img->cluster_bits, n << img->cluster_bits))
 		return qcow_fail(
 		    img, -EIO,
 		    "corrupt image: metadata at 0x%llx has refcount 0; run check --repair",
 		    (unsigned long long)(start << img->cluster_bits));
-	for (uint64_t i = 0; i < n; i++) {
-		err = refcount_set(img, start + i, 1);
-		if (err < 0)
-			return err;
-	}
+	err = set_stretch(img, start, n);
+	if (err < 0)
+		return err;
 	if (start == img->free_hint)
 		img->free_hint = start + n;
 	note_in_use(img, start, n);

@@ -15,8 +15,9 @@
  * So an L2 entry never reaches the disk before the refcount that owns its
  * cluster, nor before the data it points at, and a freed cluster is never
  * reused while an on-disk mapping still points at it.  While the dirty bit
- * is set (lazy refcounts) only the syncs after step 2 are skipped: an image
- * opened with the dirty bit set gets its refcounts rebuilt.
+ * is set (lazy refcounts) the sync between refcount blocks and L2 tables is
+ * skipped: an image opened with the dirty bit set gets its refcounts
+ * rebuilt.
  */
 #include <stdlib.h>
 
@@ -157,7 +158,12 @@ static int write_back_refcounts(struct qcow_image *img)
 	if (err < 0)
 		return err;
 	if (img->reftable_dirty) {
-		if (wrote && (err = barrier(img)) < 0)
+		/*
+		 * New blocks before the table entries naming them, even with
+		 * lazy refcounts: a table pointing past the end of the file
+		 * would make the image unreadable, not just its counts stale.
+		 */
+		if (wrote && (err = sync_data(img)) < 0)
 			return err;
 		err = write_reftable(img);
 		if (err < 0)

@@ -1,0 +1,826 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_crash_replay.c - record every host write and sync the library makes,
+ * replay prefixes and torn, reordered tails, and check every state.
+ *
+ * A recording struct qcow_io_ops wraps an in-memory file and logs each
+ * pwrite (offset + data), punch_hole, truncate and sync.  A seeded workload
+ * of writes, write-zeroes and discards with a flush every few operations
+ * (and a close+reopen half-way) runs through the library, from qcow_create
+ * on: creation is recorded too.
+ *
+ * A crash state is: every event up to a sync, plus a random subset of the
+ * events between that sync and the next one, applied in order, one of them
+ * torn (only a 512-byte-aligned prefix of it written).  For each state:
+ *   - qcow_open read-only succeeds and writes nothing; unless the dirty bit
+ *     is set (lazy refcounts), qcow_check finds no corruption;
+ *   - the guest reads the content of the last flush that the state holds,
+ *     except where a later operation wrote, where it may read that
+ *     operation's bytes instead (old or new, never anything else);
+ *   - qcow_open read-write (repairing a dirty image) succeeds, qcow_check
+ *     finds no corruption (leaks allowed), the guest reads the same bytes,
+ *     and a new write + flush lands without disturbing anything else;
+ *   - on a sample, `qemu-img check` finds no corruption (exit 0 or 3),
+ *     before our repair (if the state is not dirty) and after our close.
+ *
+ * Reproduce with BLOCKD_TEST_SEED=<seed printed> (and BLOCKD_TEST_SCALE).
+ */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "memfile.h"
+#include "qcow.h"
+#include "testutil.h"
+
+#define KiB (1024ull)
+#define MiB (1024ull * KiB)
+
+/* ---- the recorder ------------------------------------------------------ */
+
+enum ev_kind { EV_PWRITE, EV_PUNCH, EV_TRUNCATE, EV_SYNC };
+
+static const char *const ev_names[] = {"pwrite", "punch_hole", "truncate", "sync"};
+
+struct event {
+	enum ev_kind kind;
+	uint64_t off; /* truncate: the new size */
+	uint64_t len;
+	uint8_t *data;
+};
+
+struct recorder {
+	struct memfile live;
+	struct event *ev;
+	size_t nev, cap;
+};
+
+static struct event *rec_add(struct recorder *r, enum ev_kind kind, uint64_t off, uint64_t len)
+{
+	if (r->nev == r->cap) {
+		r->cap = r->cap ? r->cap * 2 : 1024;
+		r->ev = realloc(r->ev, r->cap * sizeof(*r->ev));
+		if (!r->ev)
+			abort();
+	}
+	struct event *e = &r->ev[r->nev++];
+	*e = (struct event){.kind = kind, .off = off, .len = len};
+	return e;
+}
+
+static int rec_pread(void *ctx, void *buf, size_t len, uint64_t off)
+{
+	return mf_pread(&((struct recorder *)ctx)->live, buf, len, off);
+}
+
+static int rec_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
+{
+	struct recorder *r = ctx;
+	int rc = mf_pwrite(&r->live, buf, len, off);
+	if (rc)
+		return rc;
+	struct event *e = rec_add(r, EV_PWRITE, off, len);
+	e->data = malloc(len ? len : 1);
+	if (!e->data)
+		abort();
+	memcpy(e->data, buf, len);
+	return 0;
+}
+
+static int rec_sync(void *ctx)
+{
+	rec_add(ctx, EV_SYNC, 0, 0);
+	return 0;
+}
+
+static int rec_punch_hole(void *ctx, uint64_t off, uint64_t len)
+{
+	struct recorder *r = ctx;
+	rec_add(r, EV_PUNCH, off, len);
+	return mf_punch_hole(&r->live, off, len);
+}
+
+static int rec_truncate(void *ctx, uint64_t size)
+{
+	struct recorder *r = ctx;
+	rec_add(r, EV_TRUNCATE, size, 0);
+	return mf_truncate(&r->live, size);
+}
+
+static int rec_get_size(void *ctx, uint64_t *size)
+{
+	return mf_get_size(&((struct recorder *)ctx)->live, size);
+}
+
+static void rec_close(void *ctx)
+{
+	(void)ctx;
+}
+
+static const struct qcow_io_ops rec_ops = {
+    .pread = rec_pread,
+    .pwrite = rec_pwrite,
+    .sync = rec_sync,
+    .punch_hole = rec_punch_hole,
+    .truncate = rec_truncate,
+    .get_size = rec_get_size,
+    .close = rec_close,
+};
+
+static void rec_free(struct recorder *r)
+{
+	for (size_t i = 0; i < r->nev; i++)
+		free(r->ev[i].data);
+	free(r->ev);
+	mf_free(&r->live);
+}
+
+/* Applies an event, or only its first `len` bytes for a torn pwrite. */
+static void apply_event(struct memfile *mf, const struct event *e, uint64_t len)
+{
+	int rc = 0;
+	switch (e->kind) {
+	case EV_PWRITE:
+		if (len)
+			rc = mf_pwrite(mf, e->data, len, e->off);
+		break;
+	case EV_PUNCH:
+		rc = mf_punch_hole(mf, e->off, e->len);
+		break;
+	case EV_TRUNCATE:
+		rc = mf_truncate(mf, e->off);
+		break;
+	case EV_SYNC:
+		break;
+	}
+	cr_assert_eq(rc, 0, "replaying an event: %s", strerror(-rc));
+}
+
+/* ---- read-only ops: a read-only open must not write ---------------------- */
+
+static unsigned g_ro_writes;
+
+static int ro_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
+{
+	(void)ctx;
+	(void)buf;
+	(void)len;
+	(void)off;
+	g_ro_writes++;
+	return -EBADF;
+}
+
+static int ro_punch_hole(void *ctx, uint64_t off, uint64_t len)
+{
+	(void)ctx;
+	(void)off;
+	(void)len;
+	g_ro_writes++;
+	return -EBADF;
+}
+
+static int ro_truncate(void *ctx, uint64_t size)
+{
+	(void)ctx;
+	(void)size;
+	g_ro_writes++;
+	return -EBADF;
+}
+
+static const struct qcow_io_ops ro_ops = {
+    .pread = mf_pread,
+    .pwrite = ro_pwrite,
+    .sync = mf_sync,
+    .punch_hole = ro_punch_hole,
+    .truncate = ro_truncate,
+    .get_size = mf_get_size,
+    .close = mf_close,
+};
+
+/* ---- the test ---------------------------------------------------------- */
+
+/* The test's private directory (qemu-img's copies of states), removed by the fini. */
+static char g_dir[256];
+
+struct crash_cfg {
+	const char *name;
+	uint32_t cluster_size;
+	unsigned refcount_bits;
+	bool lazy_refcounts;
+	uint64_t guest_size;
+	unsigned nops;
+	unsigned target_states;
+	unsigned max_write_clusters;
+	uint64_t cache_bytes;           /* L2 and refcount caches; 0: the defaults */
+	unsigned min_reftable_clusters; /* the workload must grow the refcount table */
+	uint64_t seed;
+};
+
+struct crash {
+	const struct crash_cfg *cfg;
+	uint64_t seed;
+	struct tu_rng rng;
+	struct recorder rec;
+	struct gmodel model;
+	size_t create_end; /* events of qcow_create */
+	uint8_t *got, *got2, *wbuf;
+	const char *dir;
+	bool have_qemu;
+	/* The state being checked, for messages. */
+	unsigned state_no;
+	size_t durable, max_events;
+	size_t *subset;
+	size_t nsubset;
+	size_t torn_ev;
+	uint64_t torn_len;
+	unsigned qemu_checks;
+	unsigned failures;
+	struct fail_kind {
+		const char *name;
+		unsigned count;
+	} kinds[16];
+	int nkinds;
+	char first[9000];
+};
+
+static void describe_state(const struct crash *c)
+{
+	fprintf(stderr,
+	        "crash_replay[%s]: seed=0x%" PRIx64
+	        " state %u: events [0,%zu) + subset of [%zu,%zu)"
+	        " (%zu events total, create ended at %zu)\n",
+	        c->cfg->name, c->seed, c->state_no, c->durable, c->durable, c->max_events,
+	        c->rec.nev, c->create_end);
+	for (size_t i = 0; i < c->nsubset; i++) {
+		const struct event *e = &c->rec.ev[c->subset[i]];
+		fprintf(stderr, "  + event %zu %s off=%" PRIu64 " len=%" PRIu64 "%s\n",
+		        c->subset[i], ev_names[e->kind], e->off, e->len,
+		        c->subset[i] == c->torn_ev ? " (torn)" : "");
+		if (c->subset[i] == c->torn_ev)
+			fprintf(stderr, "    torn after %" PRIu64 " bytes\n", c->torn_len);
+	}
+	fprintf(stderr, "  reproduce: BLOCKD_TEST_SEED=0x%" PRIx64 "\n", c->seed);
+	if (getenv("BLOCKD_CRASH_EVENTS")) {
+		/* The whole log up to the state, with the guest operations. */
+		size_t op = 0;
+		for (size_t i = 0; i < c->max_events && i < c->rec.nev; i++) {
+			for (; op < c->model.nops && c->model.ops[op].ev_start == i; op++)
+				fprintf(stderr,
+				        "  -- guest op %zu: kind %d off=%" PRIu64 " len=%" PRIu64
+				        "\n",
+				        op, (int)c->model.ops[op].kind, c->model.ops[op].off,
+				        c->model.ops[op].len);
+			for (size_t f = 0; f < c->model.nflushes; f++)
+				if (c->model.flushes[f].ev_end == i)
+					fprintf(stderr, "  -- flush returned\n");
+			const struct event *e = &c->rec.ev[i];
+			fprintf(stderr, "  event %zu %s off=0x%" PRIx64 " len=%" PRIu64 "\n", i,
+			        ev_names[e->kind], e->off, e->len);
+		}
+	}
+}
+
+#define MAX_DETAILED 2
+#define MAX_KINDS    16
+
+static unsigned kind_count(const struct crash *c, const char *kind)
+{
+	for (int k = 0; k < c->nkinds; k++)
+		if (!strcmp(c->kinds[k].name, kind))
+			return c->kinds[k].count;
+	return 0;
+}
+
+/* Counts a failed state by kind; the first few are described in full. */
+__attribute__((format(printf, 3, 4))) static void state_failed(struct crash *c, const char *kind,
+                                                               const char *fmt, ...)
+{
+	int k = 0;
+	while (k < c->nkinds && strcmp(c->kinds[k].name, kind))
+		k++;
+	if (k == c->nkinds && c->nkinds < MAX_KINDS)
+		c->kinds[c->nkinds++] = (struct fail_kind){.name = kind};
+	unsigned seen = k < MAX_KINDS ? c->kinds[k].count++ : MAX_DETAILED;
+	c->failures++;
+	if (seen >= MAX_DETAILED)
+		return; /* the first few of each kind are described */
+	char msg[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	describe_state(c);
+	fprintf(stderr, "  FAILED (%s): %s\n", kind, msg);
+	if (c->failures == 1)
+		snprintf(c->first, sizeof(c->first), "state %u: %s: %s", c->state_no, kind, msg);
+}
+
+#define STATE_CHECK(c, img, cond, kind, ...)                                                       \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			state_failed(c, kind, __VA_ARGS__);                                        \
+			if (img)                                                                   \
+				qcow_abandon(img);                                                 \
+			return false;                                                              \
+		}                                                                                  \
+	} while (0)
+
+static void pick_range(struct crash *c, uint64_t maxclusters, uint64_t *off, uint64_t *len)
+{
+	uint64_t cs = c->cfg->cluster_size, g = c->cfg->guest_size;
+	uint64_t o, l;
+	switch (tu_below(&c->rng, 4)) {
+	case 0:
+		o = tu_below(&c->rng, g);
+		l = tu_range(&c->rng, 1, 4096);
+		break;
+	case 1: {
+		uint64_t b = tu_range(&c->rng, 1, g / cs - 1) * cs;
+		o = b - tu_range(&c->rng, 1, cs < 8192 ? cs : 8192);
+		l = (b - o) + tu_range(&c->rng, 1, cs < 8192 ? cs : 8192);
+		break;
+	}
+	case 2:
+		o = tu_below(&c->rng, g / cs) * cs;
+		l = cs * tu_range(&c->rng, 1, maxclusters);
+		break;
+	default:
+		o = tu_below(&c->rng, g / 512) * 512;
+		l = 512 * tu_range(&c->rng, 1, maxclusters * cs / 512);
+		break;
+	}
+	if (l > g - o)
+		l = g - o;
+	*off = o;
+	*len = l;
+}
+
+static struct qcow_image *open_rec(struct crash *c)
+{
+	char err[512] = "";
+	struct qcow_open_opts o = {.path = "crash.qcow2",
+	                           .ops = &rec_ops,
+	                           .ctx = &c->rec,
+	                           .flags = QCOW_OPEN_RDWR,
+	                           .l2_cache_bytes = c->cfg->cache_bytes,
+	                           .refcount_cache_bytes = c->cfg->cache_bytes};
+	struct qcow_image *img;
+	int rc = qcow_open(&o, &img, err, sizeof(err));
+	cr_assert_eq(rc, 0, "qcow_open on the recorder: %s: %s (seed=0x%" PRIx64 ")", strerror(-rc),
+	             err, c->seed);
+	return img;
+}
+
+static void run_workload(struct crash *c)
+{
+	const struct crash_cfg *cfg = c->cfg;
+	char err[512] = "";
+	struct qcow_create_opts co = {
+	    .path = "crash.qcow2",
+	    .ops = &rec_ops,
+	    .ctx = &c->rec,
+	    .size_bytes = cfg->guest_size,
+	    .cluster_size = cfg->cluster_size,
+	    .refcount_bits = cfg->refcount_bits,
+	    .lazy_refcounts = cfg->lazy_refcounts,
+	};
+	int rc = qcow_create(&co, err, sizeof(err));
+	cr_assert_eq(rc, 0, "qcow_create on the recorder: %s: %s", strerror(-rc), err);
+	c->create_end = c->rec.nev;
+
+	struct qcow_image *img = open_rec(c);
+	unsigned until_flush = (unsigned)tu_range(&c->rng, 1, 6);
+	uint64_t cs = cfg->cluster_size;
+	uint64_t zmax = cfg->max_write_clusters * 2 > 8 ? cfg->max_write_clusters * 2 : 8;
+	for (unsigned i = 0; i < cfg->nops; i++) {
+		uint64_t off, len;
+		size_t ev_start = c->rec.nev;
+		unsigned r = (unsigned)tu_below(&c->rng, 100);
+		struct gop *g;
+		tu_watch("crash_replay[%s]: seed=0x%" PRIx64 ": workload op %u", cfg->name, c->seed,
+		         i);
+		if (r < 60) {
+			pick_range(c, cfg->max_write_clusters, &off, &len);
+			tu_fill(&c->rng, c->wbuf, len);
+			rc = qcow_write(img, c->wbuf, off, len);
+			cr_assert_eq(rc, 0, "op %u: qcow_write(%" PRIu64 ", %" PRIu64 "): %s: %s",
+			             i, off, len, strerror(-rc), qcow_last_error(img));
+			g = gm_add(&c->model, GOP_WRITE, off, len, c->wbuf, ev_start);
+		} else if (r < 78) {
+			pick_range(c, zmax, &off, &len);
+			unsigned fl = r < 69 ? QCOW_ZERO_MAY_UNMAP : 0;
+			rc = qcow_write_zeroes(img, off, len, fl);
+			cr_assert_eq(rc, 0,
+			             "op %u: qcow_write_zeroes(%" PRIu64 ", %" PRIu64 "): %s: %s",
+			             i, off, len, strerror(-rc), qcow_last_error(img));
+			g = gm_add(&c->model, GOP_ZERO, off, len, NULL, ev_start);
+		} else {
+			pick_range(c, zmax, &off, &len);
+			rc = qcow_discard(img, off, len);
+			cr_assert_eq(rc, 0, "op %u: qcow_discard(%" PRIu64 ", %" PRIu64 "): %s: %s",
+			             i, off, len, strerror(-rc), qcow_last_error(img));
+			uint64_t s = (off + cs - 1) / cs * cs, e = (off + len) / cs * cs;
+			g = gm_add(&c->model, GOP_DISCARD, s, e > s ? e - s : 0, NULL, ev_start);
+		}
+		g->ev_end = c->rec.nev;
+
+		if (i == cfg->nops / 2) {
+			/* Close counts as a flush; reopen. */
+			rc = qcow_close(img);
+			cr_assert_eq(rc, 0, "qcow_close mid-workload: %s", strerror(-rc));
+			gm_flushed(&c->model, c->rec.nev);
+			img = open_rec(c);
+			until_flush = (unsigned)tu_range(&c->rng, 1, 6);
+		} else if (--until_flush == 0) {
+			rc = qcow_flush(img);
+			cr_assert_eq(rc, 0, "qcow_flush: %s: %s", strerror(-rc),
+			             qcow_last_error(img));
+			gm_flushed(&c->model, c->rec.nev);
+			until_flush = (unsigned)tu_range(&c->rng, 1, 6);
+		}
+	}
+	rc = qcow_close(img);
+	tu_unwatch();
+	cr_assert_eq(rc, 0, "final qcow_close: %s", strerror(-rc));
+	gm_flushed(&c->model, c->rec.nev);
+}
+
+static bool read_guest(struct crash *c, struct qcow_image *img, uint8_t *buf, const char *what)
+{
+	uint64_t g = c->cfg->guest_size;
+	for (uint64_t off = 0; off < g; off += MiB) {
+		size_t n = g - off < MiB ? (size_t)(g - off) : MiB;
+		int rc = qcow_read(img, buf + off, off, n);
+		STATE_CHECK(c, img, rc == 0, "qcow_read fails",
+		            "%s: qcow_read(%" PRIu64 "): %s: %s", what, off, strerror(-rc),
+		            qcow_last_error(img));
+	}
+	return true;
+}
+
+static bool judge(struct crash *c, const uint8_t *got, const char *what)
+{
+	struct gm_verdict v = gm_judge(&c->model, got, c->durable, c->max_events);
+	if (!v.ok && kind_count(c, "wrong guest data") < MAX_DETAILED)
+		gm_explain(&c->model, v.bad_off);
+	STATE_CHECK(c, NULL, v.ok, "wrong guest data",
+	            "%s: guest byte %" PRIu64 " (cluster %" PRIu64 " +%" PRIu64 ") reads 0x%02x; "
+	            "the last durable flush (after %zu ops) says 0x%02x and none of the %zu "
+	            "operations that may have reached the disk wrote 0x%02x there",
+	            what, v.bad_off, v.bad_off / c->cfg->cluster_size,
+	            v.bad_off % c->cfg->cluster_size, v.got, v.durable_ops, v.expected,
+	            v.candidates, v.got);
+	return true;
+}
+
+static bool qemu_check_file(struct crash *c, const struct memfile *mf, const char *when)
+{
+	char path[512], out[512], msg[4096];
+	snprintf(path, sizeof(path), "%s/state.qcow2", c->dir);
+	snprintf(out, sizeof(out), "%s/qemu-img.out", c->dir);
+	int rc = mf_save(mf, path);
+	cr_assert_eq(rc, 0, "saving the state: %s", strerror(-rc));
+	char *argv[] = {"qemu-img", "check", "-f", "qcow2", path, NULL};
+	int st = tu_run(argv, out);
+	tu_slurp(out, msg, sizeof(msg));
+	c->qemu_checks++;
+	STATE_CHECK(c, NULL, st == 0 || st == 3, "qemu-img check: corruption",
+	            "qemu-img check %s exited %d:\n%s", when, st, msg);
+	return true;
+}
+
+static bool check_state(struct crash *c, struct memfile *state, bool sample, bool final)
+{
+	char err[512] = "";
+	struct qcow_image *img;
+	struct qcow_check_result res;
+	struct qcow_info info;
+	uint64_t g = c->cfg->guest_size, cs = c->cfg->cluster_size;
+
+	/* Read-only. */
+	g_ro_writes = 0;
+	struct qcow_open_opts ro = {.path = "crash-state.qcow2", .ops = &ro_ops, .ctx = state};
+	int rc = qcow_open(&ro, &img, err, sizeof(err));
+	if (rc)
+		img = NULL;
+	STATE_CHECK(c, NULL, rc == 0, "read-only open fails",
+	            "read-only qcow_open of a crash state: %s: %s", strerror(-rc), err);
+	qcow_get_info(img, &info);
+	if (!read_guest(c, img, c->got, "read-only"))
+		return false;
+	memset(&res, 0xff, sizeof(res));
+	rc = qcow_check(img, 0, &res);
+	STATE_CHECK(c, img, rc == 0 && res.check_errors == 0, "qcow_check fails",
+	            "qcow_check (read-only): rc %d, %" PRIu64 " check errors: %s", rc,
+	            res.check_errors, qcow_last_error(img));
+	STATE_CHECK(c, img, info.dirty || res.corruptions == 0, "qcow_check: corruption",
+	            "qcow_check of a clean crash state: %" PRIu64 " corruptions (%" PRIu64
+	            " leaks)",
+	            res.corruptions, res.leaks);
+	STATE_CHECK(c, img, !info.dirty || c->cfg->lazy_refcounts, "dirty without lazy",
+	            "dirty bit set on an image without lazy refcounts");
+	STATE_CHECK(c, img, !final || (!info.dirty && res.leaks == 0), "unclean after close",
+	            "the image as qcow_close left it: dirty %d, %" PRIu64 " leaks", (int)info.dirty,
+	            res.leaks);
+	rc = qcow_close(img);
+	STATE_CHECK(c, NULL, rc == 0, "read-only close fails", "qcow_close (read-only): %s",
+	            strerror(-rc));
+	STATE_CHECK(c, NULL, g_ro_writes == 0, "read-only open writes",
+	            "a read-only open/close wrote to the file (%u times)", g_ro_writes);
+	if (!judge(c, c->got, "read-only"))
+		return false;
+
+	if (sample && c->have_qemu && !info.dirty &&
+	    !qemu_check_file(c, state, "on the crash state"))
+		return false;
+
+	/* Read-write: repairs a dirty image. */
+	struct qcow_open_opts rw = {.path = "crash-state.qcow2",
+	                            .ops = &memfile_ops,
+	                            .ctx = state,
+	                            .flags = QCOW_OPEN_RDWR};
+	rc = qcow_open(&rw, &img, err, sizeof(err));
+	if (rc)
+		img = NULL;
+	STATE_CHECK(c, NULL, rc == 0, "read-write open fails",
+	            "read-write qcow_open of a crash state: %s: %s", strerror(-rc), err);
+	memset(&res, 0xff, sizeof(res));
+	rc = qcow_check(img, 0, &res);
+	STATE_CHECK(c, img, rc == 0 && res.corruptions == 0 && res.check_errors == 0,
+	            "qcow_check after rw open: corruption",
+	            "qcow_check after a read-write open (rc %d): %" PRIu64 " corruptions, %" PRIu64
+	            " leaks, %" PRIu64 " check errors",
+	            rc, res.corruptions, res.leaks, res.check_errors);
+	if (!read_guest(c, img, c->got2, "read-write"))
+		return false;
+	STATE_CHECK(c, img, memcmp(c->got, c->got2, g) == 0, "rw open changes guest data",
+	            "the read-write open changed what the guest reads");
+
+	/* A new allocation must not land on anything in use. */
+	uint64_t poff = tu_below(&c->rng, g / cs) * cs + tu_below(&c->rng, 512);
+	uint64_t plen = cs + tu_range(&c->rng, 1, cs);
+	if (plen > g - poff)
+		plen = g - poff;
+	tu_fill(&c->rng, c->wbuf, plen);
+	rc = qcow_write(img, c->wbuf, poff, plen);
+	STATE_CHECK(c, img, rc == 0, "probe write fails",
+	            "probe qcow_write(%" PRIu64 ", %" PRIu64 "): %s: %s", poff, plen, strerror(-rc),
+	            qcow_last_error(img));
+	rc = qcow_flush(img);
+	STATE_CHECK(c, img, rc == 0, "probe flush fails", "probe qcow_flush: %s: %s", strerror(-rc),
+	            qcow_last_error(img));
+	memcpy(c->got + poff, c->wbuf, plen);
+	if (!read_guest(c, img, c->got2, "after the probe write"))
+		return false;
+	uint64_t b = 0;
+	while (b < g && c->got[b] == c->got2[b])
+		b++;
+	STATE_CHECK(c, img, b == g, "probe write disturbs data",
+	            "after a probe write at %" PRIu64 "+%" PRIu64 " on the repaired state, "
+	            "guest byte %" PRIu64 " reads 0x%02x instead of 0x%02x",
+	            poff, plen, b, b < g ? c->got2[b] : 0, b < g ? c->got[b] : 0);
+	memset(&res, 0xff, sizeof(res));
+	rc = qcow_check(img, 0, &res);
+	STATE_CHECK(c, img, rc == 0 && res.corruptions == 0, "qcow_check after probe: corruption",
+	            "qcow_check after the probe write: %" PRIu64 " corruptions", res.corruptions);
+	rc = qcow_close(img);
+	STATE_CHECK(c, NULL, rc == 0, "read-write close fails", "qcow_close (read-write): %s",
+	            strerror(-rc));
+
+	if (sample && c->have_qemu &&
+	    !qemu_check_file(c, state, "after our read-write open and close"))
+		return false;
+	return true;
+}
+
+static void run_crash(const struct crash_cfg *cfg)
+{
+	struct crash c = {.cfg = cfg};
+	c.seed = tu_seed(cfg->seed);
+	c.rng.s = c.seed;
+	c.have_qemu = tu_have_prog("qemu-img");
+	if (!c.have_qemu)
+		cr_log_warn("qemu-img not found: only the library's own check runs");
+	int rc = tu_mkdtemp(g_dir, sizeof(g_dir), "crash");
+	cr_assert_eq(rc, 0, "mkdtemp: %s", strerror(-rc));
+	tu_watch_dir = g_dir;
+	c.dir = g_dir;
+	gm_init(&c.model, cfg->guest_size);
+	c.got = malloc(cfg->guest_size);
+	c.got2 = malloc(cfg->guest_size);
+	c.wbuf = malloc((cfg->max_write_clusters + 16) * cfg->cluster_size + 8192);
+	cr_assert(c.got && c.got2 && c.wbuf && c.model.cur);
+
+	run_workload(&c);
+	if (cfg->min_reftable_clusters) {
+		/* Header field refcount_table_clusters (big-endian u32 at byte 56). */
+		const uint8_t *h = c.rec.live.data;
+		uint32_t rt =
+		    (uint32_t)h[56] << 24 | (uint32_t)h[57] << 16 | (uint32_t)h[58] << 8 | h[59];
+		cr_assert_geq(
+		    rt, cfg->min_reftable_clusters,
+		    "the workload did not grow the refcount table (%u clusters, file %" PRIu64
+		    " bytes)",
+		    rt, c.rec.live.size);
+	}
+
+	/* Sync points whose prefix holds the whole creation. */
+	size_t nsync = 0;
+	size_t *syncs = malloc((c.rec.nev + 1) * sizeof(*syncs));
+	cr_assert(syncs);
+	for (size_t i = 0; i < c.rec.nev; i++)
+		if (c.rec.ev[i].kind == EV_SYNC && i + 1 >= c.create_end)
+			syncs[nsync++] = i + 1;
+	if (nsync == 0 || syncs[nsync - 1] != c.rec.nev)
+		syncs[nsync++] = c.rec.nev; /* everything, as left at the end */
+	cr_assert_geq(nsync, 2, "the workload made no sync after creation (%zu events)", c.rec.nev);
+	/*
+	 * target_states spread evenly over the sync points (a sync may get
+	 * none when there are more syncs than states wanted).
+	 */
+	uint64_t target = cfg->target_states;
+
+	struct memfile base = {0}, state = {0};
+	size_t applied = 0;
+	c.subset = malloc((c.rec.nev + 1) * sizeof(*c.subset));
+	cr_assert(c.subset);
+	unsigned states = 0;
+	for (size_t k = 0; k < nsync; k++) {
+		size_t p = syncs[k];
+		for (; applied < p; applied++)
+			apply_event(&base, &c.rec.ev[applied], c.rec.ev[applied].len);
+		size_t q = p;
+		while (q < c.rec.nev && c.rec.ev[q].kind != EV_SYNC)
+			q++;
+		unsigned variants = (unsigned)((k + 1) * target / nsync - k * target / nsync);
+		if (k + 1 == nsync && variants == 0)
+			variants = 1; /* always check the final state */
+		/* Intervals that rewrite the header (new refcount table, dirty bit) get more. */
+		bool hot = false;
+		for (size_t i = p; i < q; i++)
+			hot |= c.rec.ev[i].kind == EV_PWRITE && c.rec.ev[i].off == 0;
+		if (hot && variants < 4)
+			variants = 4;
+		for (unsigned v = 0; v < variants; v++) {
+			/*
+			 * The first state at a sync rotates between the exact
+			 * prefix, only the interval's last event (typically the
+			 * pointer to everything else: header or L1), and a
+			 * torn random subset; further states are torn subsets.
+			 */
+			unsigned shape = q == p   ? 0
+			                 : hot    ? (v < 2 ? v : 2)
+			                 : v == 0 ? (unsigned)(k % 3)
+			                          : 2;
+			bool exact = shape == 0;
+			c.state_no = states;
+			c.durable = p;
+			c.max_events = q;
+			c.nsubset = 0;
+			c.torn_ev = SIZE_MAX;
+			c.torn_len = 0;
+			rc = mf_copy(&state, &base);
+			cr_assert_eq(rc, 0);
+			if (shape == 1) {
+				c.subset[c.nsubset++] = q - 1;
+				apply_event(&state, &c.rec.ev[q - 1], c.rec.ev[q - 1].len);
+			} else if (!exact) {
+				/* A random subset, in order, one pwrite torn. */
+				for (size_t i = p; i < q; i++)
+					if (tu_below(&c.rng, 2))
+						c.subset[c.nsubset++] = i;
+				size_t writes = 0;
+				for (size_t i = 0; i < c.nsubset; i++)
+					writes += c.rec.ev[c.subset[i]].kind == EV_PWRITE;
+				if (writes) {
+					size_t t = tu_below(&c.rng, writes);
+					for (size_t i = 0; i < c.nsubset; i++) {
+						const struct event *e = &c.rec.ev[c.subset[i]];
+						if (e->kind != EV_PWRITE || t--)
+							continue;
+						c.torn_ev = c.subset[i];
+						c.torn_len =
+						    e->len >= 1024
+						        ? 512 * tu_below(&c.rng, e->len / 512)
+						        : 0;
+						break;
+					}
+				}
+				for (size_t i = 0; i < c.nsubset; i++) {
+					const struct event *e = &c.rec.ev[c.subset[i]];
+					apply_event(&state, e,
+					            c.subset[i] == c.torn_ev ? c.torn_len : e->len);
+				}
+			}
+			tu_watch("crash_replay[%s]: seed=0x%" PRIx64 ": checking state %u",
+			         cfg->name, c.seed, states);
+			check_state(&c, &state, states % 10 == 0, exact && p == c.rec.nev);
+			tu_unwatch();
+			states++;
+		}
+	}
+	fprintf(stderr,
+	        "crash_replay[%s]: seed=0x%" PRIx64 ": %zu events, %zu sync points, %u states, "
+	        "%u qemu-img checks, %u states failed\n",
+	        cfg->name, c.seed, c.rec.nev, nsync, states, c.qemu_checks, c.failures);
+	for (int k = 0; k < c.nkinds; k++)
+		fprintf(stderr, "  %u states: %s\n", c.kinds[k].count, c.kinds[k].name);
+	cr_expect_eq(c.failures, 0, "%u of %u crash states failed (seed=0x%" PRIx64 "); first: %s",
+	             c.failures, states, c.seed, c.first);
+	cr_assert_geq(states, cfg->target_states / 2, "only %u crash states", states);
+
+	mf_free(&base);
+	mf_free(&state);
+	free(c.subset);
+	free(syncs);
+	free(c.got);
+	free(c.got2);
+	free(c.wbuf);
+	gm_free(&c.model);
+	rec_free(&c.rec);
+}
+
+static void teardown_dir(void)
+{
+	tu_rmtree(g_dir);
+}
+
+TestSuite(crash_replay, .fini = teardown_dir, .timeout = 240);
+
+Test(crash_replay, cluster_64k)
+{
+	struct crash_cfg c = {.name = "64k",
+	                      .cluster_size = 65536,
+	                      .guest_size = 8 * MiB,
+	                      .nops = tu_scaled(250),
+	                      .target_states = tu_scaled(900),
+	                      .max_write_clusters = 3,
+	                      .seed = 0xc0ffee01};
+	run_crash(&c);
+}
+
+Test(crash_replay, cluster_64k_lazy)
+{
+	struct crash_cfg c = {.name = "64k-lazy",
+	                      .cluster_size = 65536,
+	                      .lazy_refcounts = true,
+	                      .guest_size = 8 * MiB,
+	                      .nops = tu_scaled(250),
+	                      .target_states = tu_scaled(900),
+	                      .max_write_clusters = 3,
+	                      .seed = 0xc0ffee02};
+	run_crash(&c);
+}
+
+/*
+ * 64-bit refcounts at 512 B: a refblock covers 32 KiB and a refcount table
+ * cluster 2 MiB of host file, so the workload grows the table several times.
+ */
+Test(crash_replay, cluster_512_refcount64)
+{
+	struct crash_cfg c = {.name = "512-rc64",
+	                      .cluster_size = 512,
+	                      .refcount_bits = 64,
+	                      .guest_size = 8 * MiB,
+	                      .nops = 800,
+	                      .target_states = tu_scaled(900),
+	                      .max_write_clusters = 63,
+	                      .min_reftable_clusters = 2,
+	                      .seed = 0xc0ffee03};
+	run_crash(&c);
+}
+
+Test(crash_replay, cluster_512_refcount64_lazy)
+{
+	struct crash_cfg c = {.name = "512-rc64-lazy",
+	                      .cluster_size = 512,
+	                      .refcount_bits = 64,
+	                      .lazy_refcounts = true,
+	                      .guest_size = 8 * MiB,
+	                      .nops = 800,
+	                      .target_states = tu_scaled(900),
+	                      .max_write_clusters = 63,
+	                      .min_reftable_clusters = 2,
+	                      .seed = 0xc0ffee04};
+	run_crash(&c);
+}
+
+/* Smallest caches: L2 tables and refblocks are evicted in the middle of writes. */
+Test(crash_replay, cluster_1k_tiny_cache)
+{
+	struct crash_cfg c = {.name = "1k-tiny-cache",
+	                      .cluster_size = 1024,
+	                      .guest_size = 16 * MiB,
+	                      .nops = tu_scaled(250),
+	                      .target_states = tu_scaled(600),
+	                      .max_write_clusters = 16,
+	                      .cache_bytes = 1,
+	                      .seed = 0xc0ffee05};
+	run_crash(&c);
+}
