@@ -55,10 +55,8 @@ static void walk_l2(struct qcow_image *img, struct walk *w, const uint8_t *table
 			w->res->corruptions++;
 			continue;
 		}
-		if (host) {
+		if (host)
 			ref_range(img, w, host, img->cluster_size);
-			w->res->allocated_clusters++;
-		}
 	}
 }
 
@@ -158,47 +156,40 @@ static int walk_all(struct qcow_image *img, struct walk *w, bool with_refcounts)
 }
 
 /*
- * True if the refcount block at rte is listed more than once in the table.
- * Scanning such blocks again for clusters past the end of the file would
- * let a small crafted image cost 2^35 steps.
+ * Compares stored refcounts with the walk for every cluster of the file;
+ * counts corruptions and leaks.  With fix_leaks, over-counts are lowered
+ * in place.  A refcount block that cannot be loaded is one corruption.
+ * Refcounts of clusters past the end of the file are ignored, as qemu-img
+ * check does.
  */
-static bool refblock_seen(struct qcow_image *img, const struct walk *w, uint64_t rte)
-{
-	uint64_t c = cluster_of(img, rte & RTE_OFFSET_MASK);
-
-	return c < w->nclusters && w->refs[c] > 1;
-}
-
-/* Compares stored refcounts with the walk; counts corruptions and leaks. */
-static int compare(struct qcow_image *img, struct walk *w)
+static int compare(struct qcow_image *img, struct walk *w, bool fix_leaks)
 {
 	uint64_t E = img->refblock_entries;
-	uint64_t last = (uint64_t)img->reftable_entries * E;
 
-	for (uint64_t c = 0; c < last || c < w->nclusters; c++) {
-		uint64_t stored = 0, want = c < w->nclusters ? w->refs[c] : 0;
-		uint64_t rt = c / E;
+	for (uint64_t c = 0; c < w->nclusters; c++) {
+		uint64_t stored = 0, want = w->refs[c], rt = c / E;
 
-		if (c >= w->nclusters && c % E == 0 && rt < img->reftable_entries &&
-		    refblock_seen(img, w, img->reftable[rt])) {
-			c = (rt + 1) * E - 1; /* a block listed twice: counted already */
-			continue;
-		}
-		if (rt < img->reftable_entries && img->reftable[rt] &&
-		    !(img->reftable[rt] & RTE_RESERVED_MASK)) {
-			if (refcount_get(img, c, &stored) < 0) {
-				w->res->check_errors++;
-				c = (rt + 1) * E - 1; /* skip the unreadable block */
+		if (rt < img->reftable_entries && img->reftable[rt]) {
+			if ((img->reftable[rt] & RTE_RESERVED_MASK) ||
+			    refcount_get(img, c, &stored) < 0) {
+				w->res->corruptions++;
+				c = (rt + 1) * E - 1; /* skip the unusable block */
 				continue;
 			}
-		} else if (c >= w->nclusters) {
-			c = (rt + 1) * E - 1; /* nothing stored, nothing referenced */
-			continue;
 		}
-		if (stored < want)
+		if (stored < want) {
 			w->res->corruptions++;
-		else if (stored > want)
+		} else if (stored > want) {
 			w->res->leaks++;
+			if (fix_leaks) {
+				int err = refcount_set(img, c, want);
+
+				if (err < 0)
+					return err;
+				if (want == 0 && c < img->free_hint)
+					img->free_hint = c;
+			}
+		}
 		if (stored && c + 1 > w->res->image_end_offset >> img->cluster_bits)
 			w->res->image_end_offset = (c + 1) << img->cluster_bits;
 	}
@@ -228,6 +219,8 @@ static int check_copied(struct qcow_image *img, struct walk *w, bool fix)
 			uint8_t *p = cache_table(&img->l2_cache, slot) + 8 * (size_t)j;
 			uint64_t le = be64_at(p), host = le & L2E_OFFSET_MASK;
 
+			if ((le & QCOW_OFLAG_COMPRESSED) || (host && !(le & QCOW_OFLAG_ZERO)))
+				w->res->allocated_clusters++;
 			if ((le & QCOW_OFLAG_COMPRESSED) || !host || (le & L2E_RESERVED_MASK))
 				continue;
 			if (refcount_get(img, cluster_of(img, host), &rc) < 0)
@@ -341,49 +334,78 @@ int rebuild_refcounts(struct qcow_image *img)
 	return err;
 }
 
-int qcow_check(struct qcow_image *img, unsigned repair, struct qcow_check_result *out)
+/* One full check of img into res, changing nothing. */
+static int check_once(struct qcow_image *img, struct qcow_check_result *res, bool fix_leaks)
 {
-	struct qcow_check_result res = {0};
-	struct walk w = {.res = &res};
+	struct walk w = {.res = res};
+	int err;
+
+	memset(res, 0, sizeof(*res));
+	err = walk_all(img, &w, true);
+	if (err < 0)
+		return err;
+	err = compare(img, &w, fix_leaks);
+	if (err == 0)
+		err = check_copied(img, &w, false);
+	free(w.refs);
+	return err;
+}
+
+/* Fixes what check found: leaks in place, anything else by a rebuild. */
+static int repair(struct qcow_image *img, unsigned how, const struct qcow_check_result *found,
+                  bool *rebuilt)
+{
+	struct qcow_check_result scratch;
+	struct walk w = {.res = &scratch};
+	int err;
+
+	if (found->corruptions && (how & QCOW_REPAIR_ALL)) {
+		err = rebuild_refcounts(img);
+		if (err == 0)
+			err = walk_all(img, &w, true);
+		if (err < 0)
+			return err;
+		err = check_copied(img, &w, true);
+		free(w.refs);
+		*rebuilt = true;
+	} else if (found->leaks) {
+		err = check_once(img, &scratch, true);
+	} else {
+		return 0;
+	}
+	return err < 0 ? err : qcow_flush(img);
+}
+
+int qcow_check(struct qcow_image *img, unsigned how, struct qcow_check_result *out)
+{
+	struct qcow_check_result res;
+	bool rebuilt = false;
 	int err;
 
 	if (img->kind == IMAGE_RAW)
 		return qcow_fail(img, -ENOTSUP, "raw images have nothing to check");
-	if (repair && !img->writable)
+	if (how && !img->writable)
 		return qcow_fail(img, -EROFS, "repair needs the image open read-write");
 	if (img->writable) {
 		err = qcow_flush(img);
 		if (err < 0)
 			return err;
 	}
-	err = walk_all(img, &w, true);
+	err = check_once(img, &res, false);
+	if (err == 0 && how && (res.corruptions || res.leaks)) {
+		err = repair(img, how, &res, &rebuilt);
+		if (err == 0)
+			err = check_once(img, &res, false);
+	}
+	if (err == 0 && how && !res.corruptions && (img->incompat & INCOMPAT_CORRUPT)) {
+		img->incompat &= ~(uint64_t)INCOMPAT_CORRUPT; /* repaired */
+		err = header_write(img);
+		if (err == 0)
+			err = qcow_flush(img);
+	}
 	if (err < 0)
 		return err;
-	compare(img, &w);
-	check_copied(img, &w, false);
-	free(w.refs);
-	if (repair && (res.corruptions || res.leaks)) {
-		err = rebuild_refcounts(img);
-		if (err < 0)
-			return err;
-		memset(&w, 0, sizeof(w));
-		w.res = &res;
-		memset(&res, 0, sizeof(res));
-		err = walk_all(img, &w, true);
-		if (err < 0)
-			return err;
-		check_copied(img, &w, repair & QCOW_REPAIR_ALL);
-		res.corruptions = 0;
-		err = qcow_flush(img);
-		if (err < 0) {
-			free(w.refs);
-			return err;
-		}
-		compare(img, &w);
-		check_copied(img, &w, false);
-		free(w.refs);
-		res.rebuilt = 1;
-	}
+	res.rebuilt = rebuilt;
 	*out = res;
 	return 0;
 }

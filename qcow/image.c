@@ -206,7 +206,7 @@ static int open_qcow2(struct qcow_image *img, const struct qcow_open_opts *opts,
 	e = header_parse(img, err, errlen);
 	if (e < 0)
 		return e;
-	e = validate_features(img, rdwr, err, errlen);
+	e = validate_features(img, rdwr && !(opts->flags & QCOW_OPEN_REPAIR), err, errlen);
 	if (e < 0)
 		return e;
 	if (rdwr && img->version == 2) {

@@ -63,6 +63,7 @@ int qcow_posix_open(const char *path, int open_flags, void **ctx);
 enum {
 	QCOW_OPEN_RDWR = 1u << 0,       /* writable; refused for v2 images */
 	QCOW_OPEN_NO_BACKING = 1u << 1, /* do not open the backing chain */
+	QCOW_OPEN_REPAIR = 1u << 2,     /* with RDWR: accept the corrupt bit, to repair */
 };
 
 struct qcow_open_opts {
@@ -257,10 +258,10 @@ void qcow_get_info(const struct qcow_image *img, struct qcow_info *info);
 struct qcow_image *qcow_backing(const struct qcow_image *img);
 
 struct qcow_check_result {
-	uint64_t corruptions;  /* refcount below references, bad entries, bad COPIED */
-	uint64_t leaks;        /* clusters with a refcount but no reference */
-	uint64_t check_errors; /* I/O errors while checking */
-	uint64_t allocated_clusters;
+	uint64_t corruptions;        /* refcount below references, bad entries, bad COPIED */
+	uint64_t leaks;              /* clusters with a refcount but no reference */
+	uint64_t check_errors;       /* I/O errors while checking */
+	uint64_t allocated_clusters; /* of the active image, as qemu-img counts them */
 	uint64_t image_end_offset;
 	uint64_t rebuilt; /* 1 if repair rebuilt the refcount structure */
 };
@@ -273,9 +274,10 @@ enum {
 /*
  * Walks every reachable structure, counts references per host cluster and
  * compares with the stored refcounts, like qemu-img check.  With repair
- * flags (writable images only) the problems are fixed and res describes what
- * remains afterwards.  Returns 0 when the check completed, whatever it
- * found.
+ * flags (writable images only) the problems are fixed (leaks in place,
+ * anything else by rebuilding the refcount structure), the corrupt bit is
+ * cleared if nothing is left, and res describes what remains afterwards.
+ * Returns 0 when the check completed, whatever it found.
  */
 int qcow_check(struct qcow_image *img, unsigned repair, struct qcow_check_result *res);
 

@@ -481,7 +481,8 @@ int qcow_snapshot_create(struct qcow_image *img, const char *name)
 	list = calloc(img->nb_snapshots + 1, sizeof(*list));
 	if (!list)
 		return qcow_fail(img, -ENOMEM, "no memory for the snapshot table");
-	memcpy(list, img->snapshots, img->nb_snapshots * sizeof(*list));
+	if (img->nb_snapshots)
+		memcpy(list, img->snapshots, img->nb_snapshots * sizeof(*list));
 	/* The new references first; the snapshot table names them only at the switch. */
 	err = copy_l1(img, &l1_off);
 	if (err == 0)

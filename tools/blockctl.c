@@ -88,7 +88,8 @@ static void print_usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-	static const char usage[] = "blockctl image {create|info|map|convert|resize} ...";
+	static const char usage[] =
+	    "blockctl image {create|info|map|convert|resize|snapshot|check} ...";
 	int status;
 
 	if (argc < 2) {

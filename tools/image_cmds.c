@@ -5,8 +5,11 @@
  *     create   a new qcow2 image, optionally over a backing file
  *     info     what an image is: format, sizes, qcow2 header fields
  *     map      which ranges hold data, read as zeros, or come from backing files
- *     convert  copy between raw and qcow2, keeping the copy sparse
+ *     convert  copy between raw and qcow2, keeping the copy sparse,
+ *              optionally compressed or from a snapshot
  *     resize   grow or shrink a qcow2 image
+ *     snapshot internal snapshots (image_snapshot.c)
+ *     check    consistency check and repair (image_check.c)
  *
  * Each command parses its own options with getopt_long and returns the
  * process exit status; the work itself is done by functions that return
@@ -22,6 +25,7 @@
 #include <unistd.h>
 
 #include "blockctl.h"
+#include "image_cmds.h"
 #include "image_file.h"
 #include "progress.h"
 #include "size.h"
@@ -47,18 +51,20 @@
 /* ------------------------------------------------------------------------ */
 /* Arguments */
 
-/*
- * What getopt_long answered that is not one of the command's own options:
- * --help, an unknown option, a missing argument.  Returns the exit status.
- */
-static int common_option(int c, char **argv, const char *usage)
+int image_common_option(int c, char **argv, const char *usage)
 {
+	const char *arg, *eq;
+
 	if (c == 'h') {
 		printf("usage: %s\n", usage);
 		return EXIT_SUCCESS;
 	}
+	arg = argv[optind - 1];
+	eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
 	if (c == ':')
-		cli_usage_error(usage, "option '%s' needs an argument", argv[optind - 1]);
+		cli_usage_error(usage, "option '%s' needs an argument", arg);
+	else if (eq && optopt)
+		cli_usage_error(usage, "option '%.*s' takes no argument", (int)(eq - arg), arg);
 	else if (optopt)
 		cli_usage_error(usage, "unknown option '-%c'", optopt);
 	else
@@ -66,8 +72,7 @@ static int common_option(int c, char **argv, const char *usage)
 	return BLOCKCTL_EXIT_USAGE;
 }
 
-/* Checks that exactly min..max operands are left after the options. */
-static int check_operands(int argc, char **argv, int min, int max, const char *usage)
+int image_check_operands(int argc, char **argv, int min, int max, const char *usage)
 {
 	int count = argc - optind;
 
@@ -179,10 +184,10 @@ static int cmd_create(int argc, char **argv, const char *usage)
 			opts.lazy_refcounts = true;
 			break;
 		default:
-			return common_option(c, argv, usage);
+			return image_common_option(c, argv, usage);
 		}
 	}
-	if (check_operands(argc, argv, opts.backing_file ? 1 : 2, 2, usage) < 0)
+	if (image_check_operands(argc, argv, opts.backing_file ? 1 : 2, 2, usage) < 0)
 		return BLOCKCTL_EXIT_USAGE;
 	if (opts.backing_format && !opts.backing_file) {
 		cli_usage_error(usage, "--backing-format needs --backing");
@@ -284,8 +289,7 @@ static int info_print_human(const struct image_file *f, const struct qcow_info *
 	return 0;
 }
 
-/* A JSON string for s; bytes that are not UTF-8 become '?' so the output stays JSON. */
-static json_t *json_text(const char *s)
+json_t *image_json_text(const char *s)
 {
 	json_t *value = json_string(s);
 	char *copy;
@@ -323,11 +327,13 @@ static int info_add_qcow2(json_t *root, const char *image, const struct qcow_inf
 	if (!info->backing_file[0])
 		return 0;
 	backing_full_path(image, info, full, sizeof(full));
-	if (json_object_set_new(root, "backing-filename", json_text(info->backing_file)) < 0 ||
-	    json_object_set_new(root, "full-backing-filename", json_text(full)) < 0)
+	if (json_object_set_new(root, "backing-filename", image_json_text(info->backing_file)) <
+	        0 ||
+	    json_object_set_new(root, "full-backing-filename", image_json_text(full)) < 0)
 		return -ENOMEM;
-	if (info->backing_format[0] && json_object_set_new(root, "backing-filename-format",
-	                                                   json_text(info->backing_format)) < 0)
+	if (info->backing_format[0] &&
+	    json_object_set_new(root, "backing-filename-format",
+	                        image_json_text(info->backing_format)) < 0)
 		return -ENOMEM;
 	return 0;
 }
@@ -338,7 +344,7 @@ static int info_print_json(const struct image_file *f, const struct qcow_info *i
 	json_t *root;
 	int ret = -ENOMEM;
 
-	root = json_pack("{s:o, s:s, s:I, s:I}", "filename", json_text(f->path), "format",
+	root = json_pack("{s:o, s:s, s:I, s:I}", "filename", image_json_text(f->path), "format",
 	                 image_format_name(f->format), "virtual-size", (json_int_t)f->size_bytes,
 	                 "actual-size", (json_int_t)disk_bytes);
 	if (!root)
@@ -372,10 +378,10 @@ static int cmd_info(int argc, char **argv, const char *usage)
 
 	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
 		if (c != 'j')
-			return common_option(c, argv, usage);
+			return image_common_option(c, argv, usage);
 		json = true;
 	}
-	if (check_operands(argc, argv, 1, 1, usage) < 0)
+	if (image_check_operands(argc, argv, 1, 1, usage) < 0)
 		return BLOCKCTL_EXIT_USAGE;
 	if (image_file_open(&f, argv[optind], IMAGE_FORMAT_AUTO, IMAGE_OPEN_NO_BACKING) < 0)
 		return BLOCKCTL_EXIT_FAILURE;
@@ -535,10 +541,10 @@ static int cmd_map(int argc, char **argv, const char *usage)
 
 	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
 		if (c != 'j')
-			return common_option(c, argv, usage);
+			return image_common_option(c, argv, usage);
 		m.json = true;
 	}
-	if (check_operands(argc, argv, 1, 1, usage) < 0)
+	if (image_check_operands(argc, argv, 1, 1, usage) < 0)
 		return BLOCKCTL_EXIT_USAGE;
 	if (image_file_open(&f, argv[optind], IMAGE_FORMAT_AUTO, 0) < 0)
 		return BLOCKCTL_EXIT_FAILURE;
@@ -558,13 +564,15 @@ out_free_names:
 /* image convert */
 
 #define CONVERT_USAGE                                                                              \
-	"blockctl image convert [-f raw|qcow2] [-O raw|qcow2] [--cluster-size N] [-p] SRC DST"
+	"blockctl image convert [-f raw|qcow2] [-O raw|qcow2] [--cluster-size N] "                 \
+	"[-l SNAPSHOT] [-c|--compress] [-p] SRC DST"
 
 struct convert {
 	struct image_file src;
 	struct image_file dst;
 	uint64_t size_bytes; /* what is copied: the source's virtual size */
 	size_t grain_bytes;  /* all-zero pieces of this size are not written */
+	bool compress;       /* qcow2 destination: every cluster written compressed */
 	unsigned char *buf;  /* CONVERT_CHUNK_BYTES */
 	struct progress progress;
 };
@@ -645,6 +653,41 @@ static int convert_write_nonzero(struct convert *c, uint64_t start, size_t len)
 	return 0;
 }
 
+/*
+ * Writes every cluster of buf (source bytes at start, start chunk-aligned)
+ * that is not all zeros as one compressed cluster.  The disk's last
+ * cluster may be short: it ends with the destination's virtual size,
+ * which is the source's rounded up to a sector, so the tail past the
+ * source is zero-filled here (it stays inside buf: a chunk is a whole
+ * number of sectors).
+ */
+static int convert_write_compressed(struct convert *c, uint64_t start, size_t len)
+{
+	size_t pos, n;
+	int ret;
+
+	for (pos = 0; pos < len; pos += n) {
+		n = c->grain_bytes;
+		if (c->dst.size_bytes - (start + pos) < n)
+			n = (size_t)(c->dst.size_bytes - (start + pos));
+		if (n > len - pos) {
+			if (pos + n > CONVERT_CHUNK_BYTES) {
+				cli_error(
+				    "%s: internal error: cluster at %llu past the copy buffer",
+				    c->dst.path, (unsigned long long)(start + pos));
+				return -EIO;
+			}
+			memset(c->buf + len, 0, pos + n - len);
+		}
+		if (buffer_is_zero(c->buf + pos, n))
+			continue;
+		ret = image_file_write_compressed(&c->dst, c->buf + pos, start + pos, n);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
 /* Copies the chunk at *pos, or skips every whole chunk that reads as zeros. */
 static int convert_step(struct convert *c, uint64_t *pos)
 {
@@ -667,7 +710,10 @@ static int convert_step(struct convert *c, uint64_t *pos)
 	ret = convert_fill(c, start, (size_t)(end - start));
 	if (ret < 0)
 		return ret;
-	ret = convert_write_nonzero(c, start, (size_t)(end - start));
+	if (c->compress)
+		ret = convert_write_compressed(c, start, (size_t)(end - start));
+	else
+		ret = convert_write_nonzero(c, start, (size_t)(end - start));
 	if (ret < 0)
 		return ret;
 	*pos = end;
@@ -712,6 +758,7 @@ static int convert_create_dst(struct convert *c, const char *path, enum image_fo
 	    /* qcow2 sizes are whole sectors; the tail past the source reads as zeros. */
 	    .size_bytes = (c->size_bytes + 511) & ~511ull,
 	    .cluster_size = cluster_size,
+	    .compression = c->compress ? QCOW_COMPRESSION_ZSTD : QCOW_COMPRESSION_DEFLATE,
 	};
 
 	if (format == IMAGE_FORMAT_RAW) {
@@ -726,17 +773,22 @@ struct convert_args {
 	enum image_format src_format;
 	enum image_format dst_format;
 	uint32_t cluster_size; /* 0: the default */
+	bool compress;
 	bool progress;
+	const char *snapshot; /* read the source as this snapshot (name or id); NULL: as it is */
 	const char *src;
 	const char *dst;
 };
 
 static int convert_run(const struct convert_args *a)
 {
-	struct convert c = {0};
+	struct convert c = {.compress = a->compress};
 	int ret;
 
-	ret = image_file_open(&c.src, a->src, a->src_format, 0);
+	if (a->snapshot)
+		ret = image_file_open_snapshot(&c.src, a->src, a->src_format, a->snapshot);
+	else
+		ret = image_file_open(&c.src, a->src, a->src_format, 0);
 	if (ret < 0)
 		return ret;
 	c.size_bytes = c.src.size_bytes;
@@ -763,7 +815,9 @@ out_abandon_src:
 static int cmd_convert(int argc, char **argv, const char *usage)
 {
 	static const struct option longopts[] = {
-	    {"cluster-size", required_argument, NULL, 'c'},
+	    {"cluster-size", required_argument, NULL, 'C'},
+	    {"compress", no_argument, NULL, 'c'},
+	    {"snapshot", required_argument, NULL, 'l'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -771,7 +825,7 @@ static int cmd_convert(int argc, char **argv, const char *usage)
 	bool cluster_size_given = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, ":f:O:ph", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":f:O:l:cph", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			if (parse_format_arg("source format", optarg, &a.src_format) < 0)
@@ -781,22 +835,36 @@ static int cmd_convert(int argc, char **argv, const char *usage)
 			if (parse_format_arg("output format", optarg, &a.dst_format) < 0)
 				return BLOCKCTL_EXIT_FAILURE;
 			break;
-		case 'c':
+		case 'C':
 			if (parse_cluster_size(optarg, &a.cluster_size) < 0)
 				return BLOCKCTL_EXIT_FAILURE;
 			cluster_size_given = true;
+			break;
+		case 'c':
+			a.compress = true;
+			break;
+		case 'l':
+			a.snapshot = optarg;
 			break;
 		case 'p':
 			a.progress = true;
 			break;
 		default:
-			return common_option(c, argv, usage);
+			return image_common_option(c, argv, usage);
 		}
 	}
-	if (check_operands(argc, argv, 2, 2, usage) < 0)
+	if (image_check_operands(argc, argv, 2, 2, usage) < 0)
 		return BLOCKCTL_EXIT_USAGE;
 	if (cluster_size_given && a.dst_format != IMAGE_FORMAT_QCOW2) {
 		cli_usage_error(usage, "--cluster-size needs a qcow2 destination");
+		return BLOCKCTL_EXIT_USAGE;
+	}
+	if (a.compress && a.dst_format != IMAGE_FORMAT_QCOW2) {
+		cli_usage_error(usage, "--compress needs a qcow2 destination");
+		return BLOCKCTL_EXIT_USAGE;
+	}
+	if (a.snapshot && a.snapshot[0] == '\0') {
+		cli_usage_error(usage, "the snapshot name after -l is empty");
 		return BLOCKCTL_EXIT_USAGE;
 	}
 	a.src = argv[optind];
@@ -880,8 +948,8 @@ static int cmd_resize(int argc, char **argv, const char *usage)
 	/* '+': stop at the first operand, so that "-1G" after FILE is a size. */
 	c = getopt_long(argc, argv, "+:h", longopts, NULL);
 	if (c != -1)
-		return common_option(c, argv, usage);
-	if (check_operands(argc, argv, 2, 2, usage) < 0)
+		return image_common_option(c, argv, usage);
+	if (image_check_operands(argc, argv, 2, 2, usage) < 0)
 		return BLOCKCTL_EXIT_USAGE;
 	if (resize_run(argv[optind], argv[optind + 1]) < 0)
 		return BLOCKCTL_EXIT_FAILURE;
@@ -899,19 +967,28 @@ struct image_cmd {
 };
 
 static const struct image_cmd image_cmds[] = {
-    {"create", CREATE_USAGE, cmd_create}, {"info", INFO_USAGE, cmd_info},
-    {"map", MAP_USAGE, cmd_map},          {"convert", CONVERT_USAGE, cmd_convert},
+    {"create", CREATE_USAGE, cmd_create},
+    {"info", INFO_USAGE, cmd_info},
+    {"map", MAP_USAGE, cmd_map},
+    {"convert", CONVERT_USAGE, cmd_convert},
     {"resize", RESIZE_USAGE, cmd_resize},
+    {"snapshot", SNAPSHOT_USAGE, image_cmd_snapshot},
+    {"check", CHECK_USAGE, image_cmd_check},
 };
 
-#define IMAGE_CMDS_USAGE "blockctl image {create|info|map|convert|resize} ..."
+#define IMAGE_CMDS_USAGE "blockctl image {create|info|map|convert|resize|snapshot|check} ..."
 
 void image_print_usage(FILE *f)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(image_cmds) / sizeof(image_cmds[0]); i++)
-		fprintf(f, "  %s\n", image_cmds[i].usage);
+	for (i = 0; i < sizeof(image_cmds) / sizeof(image_cmds[0]); i++) {
+		/* The snapshot group lists its own commands. */
+		if (image_cmds[i].run == image_cmd_snapshot)
+			image_snapshot_print_usage(f);
+		else
+			fprintf(f, "  %s\n", image_cmds[i].usage);
+	}
 }
 
 int image_main(int argc, char **argv)

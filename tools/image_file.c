@@ -150,12 +150,14 @@ static int open_raw(struct image_file *f, int fd)
 	return 0;
 }
 
-static int open_qcow2(struct image_file *f, unsigned flags)
+static int open_qcow2(struct image_file *f, unsigned flags, const char *snapshot)
 {
 	struct qcow_open_opts opts = {
 	    .path = f->path,
 	    .flags = ((flags & IMAGE_OPEN_WRITE) ? QCOW_OPEN_RDWR : 0) |
-	             ((flags & IMAGE_OPEN_NO_BACKING) ? QCOW_OPEN_NO_BACKING : 0),
+	             ((flags & IMAGE_OPEN_NO_BACKING) ? QCOW_OPEN_NO_BACKING : 0) |
+	             ((flags & IMAGE_OPEN_REPAIR) ? QCOW_OPEN_REPAIR : 0),
+	    .snapshot = snapshot,
 	};
 	struct qcow_info info;
 	char err[1024] = "";
@@ -179,8 +181,9 @@ static void image_file_init(struct image_file *f, const char *path, bool writabl
 	f->writable = writable;
 }
 
-int image_file_open(struct image_file *f, const char *path, enum image_format format,
-                    unsigned flags)
+/* snapshot: NULL, or the snapshot to show (read-only qcow2 opens only). */
+static int open_any(struct image_file *f, const char *path, enum image_format format,
+                    unsigned flags, const char *snapshot)
 {
 	bool writable = flags & IMAGE_OPEN_WRITE;
 	int fd = -1, ret;
@@ -199,6 +202,11 @@ int image_file_open(struct image_file *f, const char *path, enum image_format fo
 	}
 	if (format == IMAGE_FORMAT_RAW)
 		f->format = IMAGE_FORMAT_RAW;
+	if (f->format == IMAGE_FORMAT_RAW && snapshot) {
+		cli_file_error(path, "a raw image has no snapshots");
+		ret = -EINVAL;
+		goto out_close;
+	}
 	if (f->format == IMAGE_FORMAT_RAW) {
 		ret = open_raw(f, fd);
 		if (ret < 0)
@@ -206,11 +214,23 @@ int image_file_open(struct image_file *f, const char *path, enum image_format fo
 		return 0;
 	}
 	close(fd);
-	return open_qcow2(f, flags);
+	return open_qcow2(f, flags, snapshot);
 
 out_close:
 	close(fd);
 	return ret;
+}
+
+int image_file_open(struct image_file *f, const char *path, enum image_format format,
+                    unsigned flags)
+{
+	return open_any(f, path, format, flags, NULL);
+}
+
+int image_file_open_snapshot(struct image_file *f, const char *path, enum image_format format,
+                             const char *snapshot)
+{
+	return open_any(f, path, format, 0, snapshot);
 }
 
 int image_file_create_raw(struct image_file *f, const char *path, uint64_t size_bytes)
@@ -245,7 +265,7 @@ int image_file_create_qcow2(struct image_file *f, const struct qcow_create_opts 
 	}
 	image_file_init(f, opts->path, true);
 	f->format = IMAGE_FORMAT_QCOW2;
-	ret = open_qcow2(f, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING);
+	ret = open_qcow2(f, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING, NULL);
 	if (ret < 0)
 		unlink(opts->path);
 	return ret;
@@ -284,6 +304,20 @@ int image_file_write(struct image_file *f, const void *buf, uint64_t off, size_t
 	if (ret < 0)
 		return file_errno(f->path, "write", -ret);
 	return 0;
+}
+
+int image_file_write_compressed(struct image_file *f, const void *buf, uint64_t off, size_t len)
+{
+	int ret;
+
+	if (f->format != IMAGE_FORMAT_QCOW2) {
+		cli_file_error(f->path, "only qcow2 images hold compressed clusters");
+		return -EINVAL;
+	}
+	ret = qcow_write_compressed(f->qcow, buf, off, len);
+	if (ret < 0)
+		cli_file_error(f->path, qcow_last_error(f->qcow));
+	return ret;
 }
 
 /* Raw files: data and holes as the file system reports them. */

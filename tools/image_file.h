@@ -40,6 +40,7 @@ struct image_file {
 enum {
 	IMAGE_OPEN_WRITE = 1u << 0,
 	IMAGE_OPEN_NO_BACKING = 1u << 1, /* qcow2: leave the backing chain closed */
+	IMAGE_OPEN_REPAIR = 1u << 2,     /* qcow2, with WRITE: open despite the corrupt bit */
 };
 
 /*
@@ -48,6 +49,14 @@ enum {
  */
 int image_file_open(struct image_file *f, const char *path, enum image_format format,
                     unsigned flags);
+
+/*
+ * Opens a qcow2 image (format AUTO or QCOW2) read-only, with its backing
+ * chain, showing the contents and size it had when snapshot (a name, or
+ * failing that an id) was taken.  A raw file has no snapshots.
+ */
+int image_file_open_snapshot(struct image_file *f, const char *path, enum image_format format,
+                             const char *snapshot);
 
 /* Creates a sparse raw file of size_bytes; refuses an existing path. */
 int image_file_create_raw(struct image_file *f, const char *path, uint64_t size_bytes);
@@ -58,6 +67,13 @@ int image_file_create_qcow2(struct image_file *f, const struct qcow_create_opts 
 /* Reads or writes len bytes at off, which must lie within the virtual size. */
 int image_file_read(struct image_file *f, void *buf, uint64_t off, size_t len);
 int image_file_write(struct image_file *f, const void *buf, uint64_t off, size_t len);
+
+/*
+ * qcow2 only: writes one whole cluster at off (cluster-aligned) compressed,
+ * as qcow_write_compressed() does; len is the cluster size, or what is
+ * left of the disk for its last cluster.
+ */
+int image_file_write_compressed(struct image_file *f, const void *buf, uint64_t off, size_t len);
 
 /*
  * Describes the run starting at off, at most len (> 0) bytes long, as
