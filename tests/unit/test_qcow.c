@@ -392,3 +392,51 @@ Test(qcow_api, tiny_cache_writes_back_in_order)
 	cr_assert(res.corruptions == 0 && res.leaks == 0);
 	qcow_close(img);
 }
+
+static void compressed_overwrite(enum qcow_compression type)
+{
+	struct qcow_create_opts o = {
+	    .path = path_of("z.qcow2"), .size_bytes = 1 << 20, .compression = type};
+	static uint8_t w[65536], r[65536];
+	struct qcow_check_result res;
+	struct qcow_image *img;
+	struct qcow_map m;
+	uint64_t need;
+
+	cr_assert_eq(qcow_create(&o, err, sizeof(err)), 0, "%s", err);
+	img = open_img("z.qcow2", QCOW_OPEN_RDWR);
+	for (size_t i = 0; i < sizeof(w); i++)
+		w[i] = (uint8_t)("compressible"[i % 12]);
+	cr_assert_eq(qcow_write_compressed(img, w, 65536, sizeof(w)), 0, "%s",
+	             qcow_last_error(img));
+	cr_assert_eq(qcow_write_compressed(img, w, 2 * 65536, sizeof(w)), 0);
+	cr_assert_eq(qcow_map_cached(img, 65536, 65536, &m, &need), 0);
+	cr_assert_eq(m.kind, QCOW_MAP_COMPRESSED, "a compressible cluster was stored plainly");
+	cr_assert_eq(m.need, QCOW_NEED_ALLOCATE);
+	cr_assert_eq(qcow_write_compressed(img, w, 100, sizeof(w)), -EINVAL, "unaligned accepted");
+	qcow_close(img);
+
+	img = open_img("z.qcow2", QCOW_OPEN_RDWR);
+	cr_assert_eq(qcow_read(img, r, 65536, sizeof(r)), 0);
+	cr_assert_eq(memcmp(r, w, sizeof(r)), 0, "compressed cluster reads back wrong");
+	memset(w + 1000, 0xee, 300);
+	cr_assert_eq(qcow_write(img, w + 1000, 65536 + 1000, 300), 0, "%s", qcow_last_error(img));
+	cr_assert_eq(qcow_map_cached(img, 65536, 65536, &m, &need), 0);
+	cr_assert_eq(m.kind, QCOW_MAP_DATA, "an overwritten compressed cluster stays compressed");
+	cr_assert_eq(qcow_read(img, r, 65536, sizeof(r)), 0);
+	cr_assert_eq(memcmp(r, w, sizeof(r)), 0, "overwrite of a compressed cluster lost data");
+	cr_assert_eq(qcow_check(img, 0, &res), 0);
+	cr_assert(res.corruptions == 0 && res.leaks == 0, "%llu corruptions, %llu leaks",
+	          (unsigned long long)res.corruptions, (unsigned long long)res.leaks);
+	qcow_close(img);
+}
+
+Test(qcow_api, zstd_compressed_cluster_overwritten_becomes_plain)
+{
+	compressed_overwrite(QCOW_COMPRESSION_ZSTD);
+}
+
+Test(qcow_api, deflate_compressed_cluster_overwritten_becomes_plain)
+{
+	compressed_overwrite(QCOW_COMPRESSION_DEFLATE);
+}
