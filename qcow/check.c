@@ -334,6 +334,15 @@ int rebuild_refcounts(struct qcow_image *img)
 	return err;
 }
 
+/* Sets COPIED in the active tables exactly where the refcount is 1. */
+int fix_copied(struct qcow_image *img)
+{
+	struct qcow_check_result scratch = {0};
+	struct walk w = {.res = &scratch};
+
+	return check_copied(img, &w, true);
+}
+
 /* One full check of img into res, changing nothing. */
 static int check_once(struct qcow_image *img, struct qcow_check_result *res, bool fix_leaks)
 {

@@ -259,6 +259,10 @@ static int open_for_writing(struct qcow_image *img, char *err, size_t errlen)
 	img->dirty_bit_on_disk = true;
 	e = rebuild_refcounts(img);
 	if (e == 0)
+		e = fix_copied(img);
+	if (e == 0)
+		e = qcow_flush(img);
+	if (e == 0)
 		e = set_dirty_bit(img, false);
 	if (e < 0)
 		goto out_fail;

@@ -255,42 +255,6 @@ static int l1_add_refs(struct qcow_image *img, const uint64_t *l1, uint32_t n, i
 	return 0;
 }
 
-/* Sets COPIED in the active tables exactly where the refcount is 1. */
-static int fix_copied(struct qcow_image *img)
-{
-	for (uint32_t i = 0; i < img->l1_size; i++) {
-		uint64_t e = be64toh(img->l1[i]), l2 = e & L1E_OFFSET_MASK, rc;
-		int32_t slot;
-		int err;
-
-		if (!l2)
-			continue;
-		if ((err = refcount_get(img, cluster_of(img, l2), &rc)) < 0)
-			return err;
-		if ((bool)(e & QCOW_OFLAG_COPIED) != (rc == 1))
-			l1_set(img, i, rc == 1 ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED);
-		if ((err = l2_get(img, l2, false, &slot)) < 0)
-			return err;
-		for (uint32_t j = 0; j < img->l2_entries; j++) {
-			uint8_t *p = cache_table(&img->l2_cache, slot) + 8 * (size_t)j;
-			uint64_t le = be64_at(p), host = le & L2E_OFFSET_MASK;
-
-			if ((le & QCOW_OFLAG_COMPRESSED) || !host)
-				continue;
-			if ((err = refcount_get(img, cluster_of(img, host), &rc)) < 0)
-				break;
-			if ((bool)(le & QCOW_OFLAG_COPIED) == (rc == 1))
-				continue;
-			put_be64(p, rc == 1 ? le | QCOW_OFLAG_COPIED : le & ~QCOW_OFLAG_COPIED);
-			table_dirty(img, &img->l2_cache, slot);
-		}
-		table_put(&img->l2_cache, slot);
-		if (err < 0)
-			return err;
-	}
-	return 0;
-}
-
 /* Writes a table of n entries to new clusters; *off is 0 for an empty table. */
 static int write_table(struct qcow_image *img, const struct snapshot *list, uint32_t n,
                        uint64_t *off, uint64_t *bytes)
@@ -462,10 +426,42 @@ static int writable_image(struct qcow_image *img)
 	return 0;
 }
 
+/*
+ * A snapshot operation changes refcounts and COPIED flags in several
+ * writes that no ordering makes consistent at every instant (a refcount of
+ * 2 next to a COPIED flag, or 1 next to none).  So the image is marked
+ * dirty for the length of the operation: a crash inside it leaves an image
+ * whose next writable open rebuilds refcounts and COPIED flags.  The
+ * header switch itself is still the single point where the snapshot list
+ * changes.
+ */
+static int op_begin(struct qcow_image *img, bool *marked)
+{
+	int err = qcow_flush(img);
+
+	*marked = false;
+	if (err < 0 || img->dirty_bit_on_disk)
+		return err;
+	err = set_dirty_bit(img, true);
+	*marked = err == 0;
+	return err;
+}
+
+static int op_end(struct qcow_image *img, bool marked)
+{
+	int err = qcow_flush(img);
+
+	if (err == 0 && marked)
+		err = set_dirty_bit(img, false);
+	return err;
+}
+
 int qcow_snapshot_create(struct qcow_image *img, const char *name)
 {
 	struct snapshot *list;
 	uint64_t l1_off;
+	uint32_t n;
+	bool marked;
 	int err;
 
 	if ((err = writable_image(img)) < 0 || (err = check_name(img, name)) < 0)
@@ -475,7 +471,7 @@ int qcow_snapshot_create(struct qcow_image *img, const char *name)
 	if (img->refcount_bits < 2)
 		return qcow_fail(img, -ENOTSUP,
 		                 "1-bit refcounts cannot count a snapshot's references");
-	err = qcow_flush(img);
+	err = op_begin(img, &marked);
 	if (err < 0)
 		return err;
 	list = calloc(img->nb_snapshots + 1, sizeof(*list));
@@ -498,13 +494,16 @@ int qcow_snapshot_create(struct qcow_image *img, const char *name)
 	}
 	free(img->snapshots);
 	img->snapshots = NULL;
-	err = switch_table(img, list, img->nb_snapshots + 1);
+	n = img->nb_snapshots;
+	err = switch_table(img, list, n + 1);
 	if (err < 0) {
-		img->snapshots = list; /* for freeing; the image is fenced */
+		if (img->nb_snapshots == n)
+			snapshot_release(&list[n]); /* the switch never happened */
+		img->snapshots = list;              /* for freeing; the image is fenced */
 		img->fenced = err;
 		return err;
 	}
-	return qcow_flush(img);
+	return op_end(img, marked);
 }
 
 static int read_l1(struct qcow_image *img, const struct snapshot *s, uint64_t **l1)
@@ -529,6 +528,7 @@ int qcow_snapshot_delete(struct qcow_image *img, const char *name)
 	struct snapshot *s, *list, gone;
 	uint64_t *l1;
 	uint32_t n = 0;
+	bool marked;
 	int err;
 
 	if ((err = writable_image(img)) < 0)
@@ -536,7 +536,7 @@ int qcow_snapshot_delete(struct qcow_image *img, const char *name)
 	s = find_snapshot(img, name);
 	if (!s)
 		return qcow_fail(img, -ENOENT, "no snapshot named '%s'", name);
-	err = qcow_flush(img);
+	err = op_begin(img, &marked);
 	if (err == 0)
 		err = read_l1(img, s, &l1);
 	if (err < 0)
@@ -574,7 +574,7 @@ int qcow_snapshot_delete(struct qcow_image *img, const char *name)
 		img->fenced = err;
 		return err;
 	}
-	return qcow_flush(img);
+	return op_end(img, marked);
 }
 
 int qcow_snapshot_revert(struct qcow_image *img, const char *name)
@@ -583,6 +583,7 @@ int qcow_snapshot_revert(struct qcow_image *img, const char *name)
 	uint64_t *l1, *old = img->l1, old_off = img->l1_offset, off, bytes;
 	uint32_t old_size = img->l1_size, entries;
 	struct snapshot *s;
+	bool marked;
 	int err;
 
 	if ((err = writable_image(img)) < 0)
@@ -594,7 +595,7 @@ int qcow_snapshot_revert(struct qcow_image *img, const char *name)
 	if (s->disk_size / span + (s->disk_size % span != 0) > entries)
 		return qcow_fail(img, -EIO, "corrupt image: snapshot '%s' has a short L1 table",
 		                 s->name);
-	err = qcow_flush(img);
+	err = op_begin(img, &marked);
 	if (err == 0)
 		err = read_l1(img, s, &l1);
 	if (err < 0)
@@ -643,7 +644,7 @@ int qcow_snapshot_revert(struct qcow_image *img, const char *name)
 		img->fenced = err;
 		return err;
 	}
-	return qcow_flush(img);
+	return op_end(img, marked);
 }
 
 int snapshot_select(struct qcow_image *img, const char *name, char *err, size_t errlen)
