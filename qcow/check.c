@@ -286,9 +286,7 @@ static int write_structure(struct qcow_image *img, const uint32_t *refs, uint64_
 	img->reftable_dirty = false;
 	img->end_cluster = t + nt + nb;
 	img->free_hint = 1;
-	err = header_write(img);
-	if (err == 0)
-		err = img->ops->sync(img->ctx);
+	err = header_commit(img);
 	if (err == 0)
 		err = meta_build(img);
 out_free:

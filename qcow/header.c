@@ -308,6 +308,14 @@ int header_write(struct qcow_image *img)
 	return 0;
 }
 
+/* Writes the header and syncs: the single-write switch of every header change. */
+int header_commit(struct qcow_image *img)
+{
+	int err = header_write(img);
+
+	return err < 0 ? err : sync_or_fence(img);
+}
+
 int set_dirty_bit(struct qcow_image *img, bool on)
 {
 	int err;
@@ -316,14 +324,9 @@ int set_dirty_bit(struct qcow_image *img, bool on)
 		img->incompat |= INCOMPAT_DIRTY;
 	else
 		img->incompat &= ~(uint64_t)INCOMPAT_DIRTY;
-	err = header_write(img);
+	err = header_commit(img);
 	if (err < 0)
 		return err;
-	err = img->ops->sync(img->ctx);
-	if (err < 0) {
-		img->fenced = err;
-		return qcow_fail(img, err, "sync failed: %s", strerror(-err));
-	}
 	img->dirty_bit_on_disk = on;
 	return 0;
 }

@@ -248,9 +248,7 @@ static int open_for_writing(struct qcow_image *img, char *err, size_t errlen)
 	img->writable = true;
 	if (img->autoclear) {
 		img->autoclear = 0;
-		e = header_write(img);
-		if (e == 0)
-			e = img->ops->sync(img->ctx);
+		e = header_commit(img);
 		if (e < 0)
 			goto out_fail;
 	}

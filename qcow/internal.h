@@ -224,6 +224,7 @@ int rb_get(struct qcow_image *img, uint64_t rb_offset, bool fresh, int32_t *slot
 void table_put(struct table_cache *c, int32_t slot);
 void table_dirty(struct qcow_image *img, struct table_cache *c, int32_t slot);
 int write_back(struct qcow_image *img);
+int sync_or_fence(struct qcow_image *img);
 void forget_table(struct qcow_image *img, uint64_t off);
 
 /* refcount.c */
@@ -241,6 +242,7 @@ void rb_entry_set(const struct qcow_image *img, uint8_t *rb, uint32_t i, uint64_
 int header_parse(struct qcow_image *img, char *err, size_t errlen);
 int validate_features(struct qcow_image *img, bool rdwr, char *err, size_t errlen);
 int header_write(struct qcow_image *img);
+int header_commit(struct qcow_image *img);
 int set_dirty_bit(struct qcow_image *img, bool on);
 
 /* cluster.c: guest -> host mapping and L2 updates. */

@@ -656,13 +656,5 @@ int qcow_flush(struct qcow_image *img)
 	if (img->fenced)
 		return qcow_fail(img, -EIO, "an earlier write-back failed; reopen the image");
 	err = write_back(img);
-	if (err < 0)
-		return err;
-	err = img->ops->sync(img->ctx);
-	if (err < 0) {
-		img->fenced = err;
-		return qcow_fail(img, err, "sync failed: %s", strerror(-err));
-	}
-	img->unsynced = false;
-	return 0;
+	return err < 0 ? err : sync_or_fence(img);
 }

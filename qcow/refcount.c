@@ -252,18 +252,6 @@ static int set_stretch(struct qcow_image *img, uint64_t t, uint64_t len)
 	return 0;
 }
 
-static int sync_or_fence(struct qcow_image *img)
-{
-	int err = img->ops->sync(img->ctx);
-
-	if (err < 0) {
-		img->fenced = err;
-		return qcow_fail(img, err, "sync failed: %s", strerror(-err));
-	}
-	img->unsynced = false;
-	return 0;
-}
-
 /*
  * Replaces the refcount table with one of at least need entries, written
  * past the end of everything in use together with the refcount blocks its
@@ -318,9 +306,7 @@ static int grow_reftable(struct qcow_image *img, uint64_t need)
 	if (err == 0)
 		err = sync_or_fence(img);
 	if (err == 0)
-		err = header_write(img);
-	if (err == 0)
-		err = sync_or_fence(img);
+		err = header_commit(img);
 	if (err < 0)
 		return err;
 	/* Nothing points at the old table any more. */

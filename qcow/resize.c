@@ -50,14 +50,9 @@ static int grow_l1(struct qcow_image *img, uint64_t entries)
 	img->l1 = l1;
 	img->l1_offset = off;
 	img->l1_size = (uint32_t)entries;
-	err = header_write(img);
-	if (err == 0)
-		err = img->ops->sync(img->ctx);
-	if (err < 0) {
-		img->fenced = err;
-		return qcow_fail(img, err, "switching to the new L1 table failed: %s",
-		                 strerror(-err));
-	}
+	err = header_commit(img);
+	if (err < 0)
+		return err;
 	for (uint64_t i = 0; old && i < old_clusters; i++) {
 		err = free_later(img, cluster_of(img, old) + i);
 		if (err < 0)
@@ -71,14 +66,7 @@ static int set_size(struct qcow_image *img, uint64_t size)
 	int err;
 
 	img->size = size;
-	err = header_write(img);
-	if (err == 0)
-		err = img->ops->sync(img->ctx);
-	if (err < 0) {
-		img->fenced = err;
-		return qcow_fail(img, err, "writing the new size failed: %s", strerror(-err));
-	}
-	return 0;
+	return header_commit(img);
 }
 
 static int grow(struct qcow_image *img, uint64_t new_size)

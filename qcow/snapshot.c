@@ -295,18 +295,6 @@ static int free_bytes_later(struct qcow_image *img, uint64_t off, uint64_t bytes
 	return bytes ? free_range_later(img, off, bytes) : 0;
 }
 
-static int sync_or_fence(struct qcow_image *img)
-{
-	int err = img->ops->sync(img->ctx);
-
-	if (err < 0) {
-		img->fenced = err;
-		return qcow_fail(img, err, "sync failed: %s", strerror(-err));
-	}
-	img->unsynced = false;
-	return 0;
-}
-
 /*
  * Makes list (n entries) the snapshot table: writes it, makes every
  * refcount it depends on durable, switches the header, and queues the old
@@ -326,9 +314,7 @@ static int switch_table(struct qcow_image *img, struct snapshot *list, uint32_t 
 		return err;
 	img->snapshots_offset = off;
 	img->nb_snapshots = n;
-	err = header_write(img);
-	if (err == 0)
-		err = sync_or_fence(img);
+	err = header_commit(img);
 	if (err < 0)
 		return err;
 	img->snapshots = list;
@@ -625,9 +611,7 @@ int qcow_snapshot_revert(struct qcow_image *img, const char *name)
 	img->l1_offset = off;
 	img->l1_size = entries;
 	img->size = s->disk_size;
-	err = header_write(img);
-	if (err == 0)
-		err = sync_or_fence(img);
+	err = header_commit(img);
 	/* The old active tables are unreferenced on disk now. */
 	if (err == 0)
 		err = meta_build(img);

@@ -49,7 +49,7 @@ static int check_table_offset(struct qcow_image *img, uint64_t off, enum meta_ki
 	return 0;
 }
 
-static int sync_data(struct qcow_image *img)
+int sync_or_fence(struct qcow_image *img)
 {
 	int err = img->ops->sync(img->ctx);
 
@@ -66,7 +66,7 @@ static int barrier(struct qcow_image *img)
 {
 	if (img->dirty_bit_on_disk)
 		return 0;
-	return sync_data(img);
+	return sync_or_fence(img);
 }
 
 static int write_table(struct qcow_image *img, struct table_cache *c, int32_t slot)
@@ -145,7 +145,7 @@ static int write_l1(struct qcow_image *img)
 /* Syncs if anything was written since the last sync. */
 static int settle(struct qcow_image *img)
 {
-	return img->unsynced ? sync_data(img) : 0;
+	return img->unsynced ? sync_or_fence(img) : 0;
 }
 
 /* Step 2: refcount blocks, then the refcount table entries that point at new ones. */
@@ -163,7 +163,7 @@ static int write_back_refcounts(struct qcow_image *img)
 		 * lazy refcounts: a table pointing past the end of the file
 		 * would make the image unreadable, not just its counts stale.
 		 */
-		if (wrote && (err = sync_data(img)) < 0)
+		if (wrote && (err = sync_or_fence(img)) < 0)
 			return err;
 		err = write_reftable(img);
 		if (err < 0)
@@ -195,7 +195,7 @@ int write_back(struct qcow_image *img)
 		return err;
 	if (img->l1_dirty_lo <= img->l1_dirty_hi) {
 		/* New L2 tables must be on disk before the L1 entries naming them. */
-		if (wrote_l2 && (err = sync_data(img)) < 0)
+		if (wrote_l2 && (err = sync_or_fence(img)) < 0)
 			return err;
 		err = write_l1(img);
 		if (err < 0)
