@@ -63,8 +63,6 @@ static int grow_l1(struct qcow_image *img, uint64_t entries)
 
 static int set_size(struct qcow_image *img, uint64_t size)
 {
-	int err;
-
 	img->size = size;
 	return header_commit(img);
 }
