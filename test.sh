@@ -27,5 +27,5 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 
 echo "== fuzz (libFuzzer, clang)"
 CC=clang cmake -S . -B build-fuzz -G Ninja -DBLOCKD_FUZZ=ON -DBLOCKD_WERROR=ON >/dev/null
-cmake --build build-fuzz -j "$jobs" --target fuzz_qcow_open fuzz_make_seeds
+cmake --build build-fuzz -j "$jobs" --target fuzz_qcow_open fuzz_make_seeds fuzz_proto fuzz_proto_replay
 ctest --test-dir build-fuzz -R '^fuzz_' --output-on-failure --timeout 600
