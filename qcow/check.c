@@ -19,6 +19,7 @@ struct walk {
 	uint32_t *refs;
 	uint64_t nclusters;
 	uint64_t budget; /* L2 entries still allowed to visit */
+	bool incomplete; /* a table could not be read: references may be missing */
 	struct qcow_check_result *res;
 };
 
@@ -68,6 +69,7 @@ static int walk_l1(struct qcow_image *img, struct walk *w, const uint64_t *l1, u
 
 		if ((e & L1E_RESERVED_MASK) || (off & (img->cluster_size - 1))) {
 			w->res->corruptions++;
+			w->incomplete = true;
 			continue;
 		}
 		if (!off)
@@ -80,6 +82,7 @@ static int walk_l1(struct qcow_image *img, struct walk *w, const uint64_t *l1, u
 		ref_range(img, w, off, img->cluster_size);
 		if (l2_get(img, off, false, &slot) < 0) {
 			w->res->corruptions++;
+			w->incomplete = true;
 			continue;
 		}
 		walk_l2(img, w, cache_table(&img->l2_cache, slot));
@@ -107,6 +110,8 @@ static int walk_snapshots(struct qcow_image *img, struct walk *w)
 			err = walk_l1(img, w, l1, s->l1_size);
 		else
 			w->res->check_errors++;
+		if (err < 0)
+			w->incomplete = true;
 		free(l1);
 		if (err == -EFBIG)
 			return err;
@@ -181,7 +186,7 @@ static int compare(struct qcow_image *img, struct walk *w, bool fix_leaks)
 			w->res->corruptions++;
 		} else if (stored > want) {
 			w->res->leaks++;
-			if (fix_leaks) {
+			if (fix_leaks && !w->incomplete) {
 				int err = refcount_set(img, c, want);
 
 				if (err < 0)
@@ -311,6 +316,11 @@ int rebuild_refcounts(struct qcow_image *img)
 	err = walk_all(img, &w, false);
 	if (err < 0)
 		return err;
+	if (w.incomplete) {
+		free(w.refs);
+		return qcow_fail(img, -EIO, "cannot rebuild refcounts: some tables are unreadable");
+	}
+	img->cpos = 0;
 	t = w.nclusters;
 	nb = (t + E - 1) / E + 1;
 	nt = (nb * 8 + cs - 1) / cs;
@@ -342,7 +352,8 @@ int fix_copied(struct qcow_image *img)
 }
 
 /* One full check of img into res, changing nothing. */
-static int check_once(struct qcow_image *img, struct qcow_check_result *res, bool fix_leaks)
+static int check_once(struct qcow_image *img, struct qcow_check_result *res, bool fix_leaks,
+                      bool *incomplete)
 {
 	struct walk w = {.res = res};
 	int err;
@@ -355,6 +366,7 @@ static int check_once(struct qcow_image *img, struct qcow_check_result *res, boo
 	if (err == 0)
 		err = check_copied(img, &w, false);
 	free(w.refs);
+	*incomplete = w.incomplete;
 	return err;
 }
 
@@ -376,17 +388,20 @@ static int repair(struct qcow_image *img, unsigned how, const struct qcow_check_
 		free(w.refs);
 		*rebuilt = true;
 	} else if (found->leaks) {
-		err = check_once(img, &scratch, true);
+		bool incomplete;
+
+		err = check_once(img, &scratch, true, &incomplete);
 	} else {
 		return 0;
 	}
+	img->cpos = 0; /* the packing cluster's count may have changed */
 	return err < 0 ? err : qcow_flush(img);
 }
 
 int qcow_check(struct qcow_image *img, unsigned how, struct qcow_check_result *out)
 {
 	struct qcow_check_result res;
-	bool rebuilt = false;
+	bool rebuilt = false, incomplete;
 	int err;
 
 	if (img->kind == IMAGE_RAW)
@@ -398,11 +413,15 @@ int qcow_check(struct qcow_image *img, unsigned how, struct qcow_check_result *o
 		if (err < 0)
 			return err;
 	}
-	err = check_once(img, &res, false);
+	err = check_once(img, &res, false, &incomplete);
 	if (err == 0 && how && (res.corruptions || res.leaks)) {
+		/* Counting from a partial walk would free what the unread tables hold. */
+		if (incomplete)
+			return qcow_fail(img, -EIO,
+			                 "some tables could not be read; refusing to repair");
 		err = repair(img, how, &res, &rebuilt);
 		if (err == 0)
-			err = check_once(img, &res, false);
+			err = check_once(img, &res, false, &incomplete);
 	}
 	if (err == 0 && how && !res.corruptions && (img->incompat & INCOMPAT_CORRUPT)) {
 		img->incompat &= ~(uint64_t)INCOMPAT_CORRUPT; /* repaired */

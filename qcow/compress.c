@@ -137,7 +137,7 @@ int qcow_write_compressed(struct qcow_image *img, const void *buf, uint64_t off,
 
 	if ((err = check_writable(img)) < 0 || (err = check_range(img, off, len)) < 0)
 		return err;
-	if ((off & (cs - 1)) || !len || len > cs || (len < cs && off + cs < img->size))
+	if ((off & (cs - 1)) || !len || len > cs || (len < cs && off + len != img->size))
 		return qcow_fail(img, -EINVAL, "a compressed write covers exactly one cluster");
 	memcpy(img->scratch, buf, len);
 	memset(img->scratch + len, 0, cs - len);

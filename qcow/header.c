@@ -119,7 +119,8 @@ static int parse_backing_name(struct qcow_image *img, const uint8_t *c0, char *e
 	if (len == 0 || len > QCOW_MAX_BACKING_NAME)
 		return refuse(err, errlen, img->path, -EINVAL,
 		              "backing file name length %u is invalid", len);
-	if (off < img->header_length || off > img->cluster_size - len)
+	if (off < img->header_length || (uint64_t)len > img->cluster_size ||
+	    off > (uint64_t)img->cluster_size - len)
 		return refuse(err, errlen, img->path, -EINVAL,
 		              "backing file name at offset %llu lies outside cluster 0",
 		              (unsigned long long)off);

@@ -33,6 +33,9 @@ static int meta_grow(struct meta_map *m)
 {
 	struct meta_map bigger = {.cap = m->cap ? 2 * m->cap : 1024};
 
+	if (m->cap >= (1u << 30))
+		return -EFBIG; /* 2^29 metadata clusters: far past every cap on tables */
+
 	bigger.keys = calloc(bigger.cap, sizeof(*bigger.keys));
 	bigger.kinds = calloc(bigger.cap, sizeof(*bigger.kinds));
 	if (!bigger.keys || !bigger.kinds) {

@@ -18,6 +18,12 @@
 #define QCOW_MAX_SNAPSHOT_TABLE_BYTES (64u << 20)
 #define QCOW_MAX_BACKING_NAME         1023u
 
+/*
+ * All snapshot L1 tables together: 256 MiB maps 2 PiB at 64 KiB clusters,
+ * yet bounds what open reads and records for a crafted snapshot table.
+ */
+#define QCOW_MAX_SNAPSHOT_L1_BYTES (256u << 20)
+
 /* Host and guest offsets live in bits 9..55 of table entries. */
 #define QCOW_MAX_HOST_OFFSET (1ull << 56)
 

@@ -291,13 +291,12 @@ static int grow_reftable(struct qcow_image *img, uint64_t need)
 	img->reftable_entries = (uint32_t)(n * cs / 8);
 	note_in_use(img, t, n + k);
 	err = meta_add_range(&img->meta, t, n, META_REFTABLE);
-	if (err < 0)
-		return qcow_fail(img, err, "no memory");
-	err = install_blocks(img, t, n + k, t + n);
+	if (err == 0)
+		err = install_blocks(img, t, n + k, t + n);
 	if (err == 0)
 		err = set_stretch(img, t, n + k);
 	if (err < 0)
-		return err;
+		goto out_fence;
 	img->reftable_offset = t << img->cluster_bits;
 	img->reftable_clusters = (uint32_t)n;
 	img->reftable_dirty = true;
@@ -308,14 +307,20 @@ static int grow_reftable(struct qcow_image *img, uint64_t need)
 	if (err == 0)
 		err = header_commit(img);
 	if (err < 0)
-		return err;
+		goto out_fence;
 	/* Nothing points at the old table any more. */
 	for (uint64_t i = 0; i < old_clusters; i++) {
 		err = free_later(img, (old_off >> img->cluster_bits) + i);
 		if (err < 0)
-			return err;
+			goto out_fence;
 	}
 	return 0;
+out_fence:
+	/* The in-memory table no longer matches the file: nothing more may be written. */
+	img->fenced = err;
+	if (!img->errmsg[0])
+		qcow_fail(img, err, "growing the refcount table failed: %s", strerror(-err));
+	return err;
 }
 
 static int ensure_refblock(struct qcow_image *img, uint64_t rt)
@@ -357,8 +362,10 @@ static int alloc_at_end(struct qcow_image *img, uint64_t n, uint64_t *first)
 	err = install_blocks(img, t, n + k, t + n);
 	if (err == 0)
 		err = set_stretch(img, t, n + k);
-	if (err < 0)
+	if (err < 0) {
+		img->fenced = err; /* blocks named in memory but not counted */
 		return err;
+	}
 	*first = t;
 	return 0;
 }

@@ -104,6 +104,11 @@ static int check_entry(struct qcow_image *img, const struct snapshot *s)
 	    s->l1_offset + 8 * (uint64_t)s->l1_size > QCOW_MAX_HOST_OFFSET ||
 	    (s->l1_size && s->l1_offset < img->cluster_size))
 		return -EINVAL;
+	/* Inside the file, like the active L1 table (the metadata map records it). */
+	if (s->l1_size &&
+	    s->l1_offset + 8 * (uint64_t)s->l1_size >
+	        ((img->file_size + img->cluster_size - 1) & ~(uint64_t)(img->cluster_size - 1)))
+		return -EINVAL;
 	if (s->disk_size > QCOW_MAX_VIRTUAL_SIZE ||
 	    s->l1_size < s->disk_size / span + (s->disk_size % span != 0))
 		return -EINVAL;
@@ -112,7 +117,7 @@ static int check_entry(struct qcow_image *img, const struct snapshot *s)
 
 int snapshots_load(struct qcow_image *img, char *err, size_t errlen)
 {
-	uint64_t off = 0, max = QCOW_MAX_SNAPSHOT_TABLE_BYTES;
+	uint64_t off = 0, max = QCOW_MAX_SNAPSHOT_TABLE_BYTES, l1_total = 0;
 	uint8_t *buf;
 	int e = 0;
 
@@ -151,6 +156,13 @@ int snapshots_load(struct qcow_image *img, char *err, size_t errlen)
 		if (len < 0) {
 			set_err(err, errlen, "%s: snapshot table is truncated", img->path);
 			e = -EINVAL;
+			goto out_free;
+		}
+		l1_total += 8 * (uint64_t)s->l1_size;
+		if (l1_total > QCOW_MAX_SNAPSHOT_L1_BYTES) {
+			set_err(err, errlen, "%s: snapshot L1 tables exceed %u MiB in all",
+			        img->path, QCOW_MAX_SNAPSHOT_L1_BYTES >> 20);
+			e = -EFBIG;
 			goto out_free;
 		}
 		if (check_entry(img, s) < 0) {

@@ -1139,6 +1139,21 @@ Test(qcow_hostile, backing_name_past_cluster_0)
 	expect_reject_both(p, "backing");
 }
 
+/* With 512-byte clusters, cluster_size - len must not wrap (it did: a 1023-byte over-read). */
+Test(qcow_hostile, backing_name_longer_than_small_cluster)
+{
+	struct mk m = {.cluster = 512};
+	char p[PATHLEN];
+
+	path_of(p, sizeof(p), "img.qcow2");
+	make_image_opts(p, &m);
+	poke64(p, H_BACKING_OFFSET, 112);
+	poke32(p, H_BACKING_SIZE, 1023);
+	expect_reject_both(p, "backing");
+	poke32(p, H_BACKING_SIZE, 513);
+	expect_reject_both(p, "backing");
+}
+
 Test(qcow_hostile, backing_name_overlaps_header)
 {
 	char p[PATHLEN];

@@ -440,3 +440,61 @@ Test(qcow_api, deflate_compressed_cluster_overwritten_becomes_plain)
 {
 	compressed_overwrite(QCOW_COMPRESSION_DEFLATE);
 }
+
+static uint64_t get_be64(int fd, uint64_t off)
+{
+	uint8_t b[8];
+	uint64_t v = 0;
+
+	cr_assert_eq(pread(fd, b, 8, (off_t)off), 8);
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | b[i];
+	return v;
+}
+
+static void put_be64_at(int fd, uint64_t off, uint64_t v)
+{
+	uint8_t b[8];
+
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		b[i] = (uint8_t)v;
+	cr_assert_eq(pwrite(fd, b, 8, (off_t)off), 8);
+}
+
+/* A repair must not free what an unreadable table holds (it would reuse a snapshot's clusters). */
+Test(qcow_api, repair_refuses_when_a_table_is_unreadable)
+{
+	static uint8_t w[65536];
+	struct qcow_open_opts oo = {.path = path_of("u.qcow2"),
+	                            .flags = QCOW_OPEN_RDWR | QCOW_OPEN_REPAIR};
+	struct qcow_check_result res;
+	struct qcow_image *img;
+	uint64_t snap_table, snap_l1;
+	int fd;
+
+	create("u.qcow2", 1 << 20, 0, NULL);
+	img = open_img("u.qcow2", QCOW_OPEN_RDWR);
+	fill(w, sizeof(w), 9);
+	cr_assert_eq(qcow_write(img, w, 0, sizeof(w)), 0);
+	cr_assert_eq(qcow_snapshot_create(img, "s"), 0, "%s", qcow_last_error(img));
+	fill(w, sizeof(w), 10);
+	cr_assert_eq(qcow_write(img, w, 0, sizeof(w)), 0); /* the snapshot keeps its own L2 */
+	cr_assert_eq(qcow_close(img), 0);
+
+	fd = open(path_of("u.qcow2"), O_RDWR);
+	cr_assert_geq(fd, 0);
+	snap_table = get_be64(fd, 64);
+	snap_l1 = get_be64(fd, snap_table);
+	put_be64_at(fd, snap_l1, 1ull << 40); /* snapshot L1 entry 0: an L2 table far past EOF */
+	close(fd);
+
+	cr_assert_eq(qcow_open(&oo, &img, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(qcow_check(img, 0, &res), 0);
+	cr_assert(res.corruptions > 0 && res.leaks > 0, "the damage is not seen");
+	cr_assert_eq(qcow_check(img, QCOW_REPAIR_LEAKS, &res), -EIO,
+	             "repaired from a partial walk");
+	cr_assert_eq(qcow_check(img, QCOW_REPAIR_ALL, &res), -EIO, "rebuilt from a partial walk");
+	cr_assert_eq(qcow_check(img, 0, &res), 0);
+	cr_assert_gt(res.leaks, 0, "the unreadable table's clusters were freed");
+	qcow_close(img);
+}
