@@ -521,6 +521,30 @@ static int read_l1(struct qcow_image *img, const struct snapshot *s, uint64_t **
 	return 0;
 }
 
+/*
+ * Once a header switch has made the L1 table at l1_off (n entries)
+ * unreachable on disk: drops every reference it held, frees its clusters,
+ * recomputes COPIED in the active tables and ends the operation.  An error
+ * fences the image, whose counts then no longer match its tables.
+ */
+static int drop_l1(struct qcow_image *img, const uint64_t *l1, uint32_t n, uint64_t l1_off,
+                   bool marked)
+{
+	int err = l1_add_refs(img, l1, n, -1);
+
+	if (err == 0 && n)
+		err = free_bytes_later(img, l1_off, 8 * (uint64_t)n);
+	if (err == 0)
+		err = write_back(img);
+	if (err == 0)
+		err = fix_copied(img);
+	if (err < 0) {
+		img->fenced = err;
+		return err;
+	}
+	return op_end(img, marked);
+}
+
 int qcow_snapshot_delete(struct qcow_image *img, const char *name)
 {
 	struct snapshot *s, *list, gone;
@@ -559,20 +583,10 @@ int qcow_snapshot_delete(struct qcow_image *img, const char *name)
 		return err;
 	}
 	/* The snapshot is gone on disk: now drop what it referenced. */
-	err = l1_add_refs(img, l1, gone.l1_size, -1);
-	if (err == 0 && gone.l1_size)
-		err = free_bytes_later(img, gone.l1_offset, 8 * (uint64_t)gone.l1_size);
+	err = drop_l1(img, l1, gone.l1_size, gone.l1_offset, marked);
 	free(l1);
 	snapshot_release(&gone);
-	if (err == 0)
-		err = write_back(img);
-	if (err == 0)
-		err = fix_copied(img);
-	if (err < 0) {
-		img->fenced = err;
-		return err;
-	}
-	return op_end(img, marked);
+	return err;
 }
 
 int qcow_snapshot_revert(struct qcow_image *img, const char *name)
@@ -624,23 +638,14 @@ int qcow_snapshot_revert(struct qcow_image *img, const char *name)
 	img->l1_size = entries;
 	img->size = s->disk_size;
 	err = header_commit(img);
-	/* The old active tables are unreferenced on disk now. */
 	if (err == 0)
 		err = meta_build(img);
-	if (err == 0)
-		err = l1_add_refs(img, old, old_size, -1);
-	if (err == 0 && old_size)
-		err = free_bytes_later(img, old_off, 8 * (uint64_t)old_size);
+	/* The old active tables are unreferenced on disk now. */
+	err = err < 0 ? err : drop_l1(img, old, old_size, old_off, marked);
 	free(old);
-	if (err == 0)
-		err = write_back(img);
-	if (err == 0)
-		err = fix_copied(img);
-	if (err < 0) {
+	if (err < 0)
 		img->fenced = err;
-		return err;
-	}
-	return op_end(img, marked);
+	return err;
 }
 
 int snapshot_select(struct qcow_image *img, const char *name, char *err, size_t errlen)

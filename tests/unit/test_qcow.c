@@ -498,3 +498,22 @@ Test(qcow_api, repair_refuses_when_a_table_is_unreadable)
 	cr_assert_gt(res.leaks, 0, "the unreadable table's clusters were freed");
 	qcow_close(img);
 }
+
+/* The README promises a second writer gets "image is in use by another process". */
+Test(qcow_api, second_writer_is_refused)
+{
+	struct qcow_open_opts o = {.path = path_of("lock.qcow2"), .flags = QCOW_OPEN_RDWR};
+	struct qcow_image *img, *other = NULL;
+
+	create("lock.qcow2", 1 << 20, 0, NULL);
+	img = open_img("lock.qcow2", QCOW_OPEN_RDWR);
+	err[0] = '\0';
+	cr_assert_eq(qcow_open(&o, &other, err, sizeof(err)), -EAGAIN, "a second writer opened it");
+	cr_assert(strstr(err, "in use by another process"), "%s", err);
+	o.flags = 0;
+	cr_assert_eq(qcow_open(&o, &other, err, sizeof(err)), -EAGAIN,
+	             "a reader opened an image being written");
+	cr_assert_eq(qcow_close(img), 0);
+	cr_assert_eq(qcow_open(&o, &other, err, sizeof(err)), 0, "%s", err);
+	qcow_close(other);
+}
