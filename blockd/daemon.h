@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * daemon.h - what the worker loops share: the store, the blocking pool,
+ * the listening sockets, daemon-wide counters and the stop flag.
+ */
+#ifndef BLOCKD_DAEMON_H
+#define BLOCKD_DAEMON_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct store;
+struct exec;
+struct worker;
+
+struct daemon {
+	struct store *store;
+	struct exec *exec;
+	int listen_fd[2]; /* TCP and unix; -1 when absent */
+	atomic_bool stopping;
+	atomic_uint connections;
+	atomic_uint inflight;
+	atomic_ullong inflight_bytes;
+	atomic_ullong next_conn_id;
+};
+
+/* Starts a worker thread with its own io_uring; 0 or -errno. */
+int worker_start(struct daemon *d, unsigned id, struct worker **out);
+/* Wakes a worker so that it notices d->stopping. */
+void worker_wake(struct worker *w);
+/* Waits for the worker to finish its connections and exit, then frees it. */
+void worker_join(struct worker *w);
+
+#endif

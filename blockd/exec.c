@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "exec.h"
+
+struct exec {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct exec_job *head, *tail;
+	bool stopping;
+	unsigned n_threads;
+	pthread_t threads[];
+};
+
+static void *exec_thread(void *arg)
+{
+	struct exec *ex = arg;
+
+	pthread_mutex_lock(&ex->lock);
+	for (;;) {
+		struct exec_job *job;
+
+		while (!ex->head && !ex->stopping)
+			pthread_cond_wait(&ex->cond, &ex->lock);
+		job = ex->head;
+		if (!job)
+			break;
+		ex->head = job->next;
+		if (!ex->head)
+			ex->tail = NULL;
+		pthread_mutex_unlock(&ex->lock);
+		job->run(job);
+		job->done(job);
+		pthread_mutex_lock(&ex->lock);
+	}
+	pthread_mutex_unlock(&ex->lock);
+	return NULL;
+}
+
+int exec_new(unsigned threads, struct exec **out)
+{
+	struct exec *ex = calloc(1, sizeof(*ex) + threads * sizeof(pthread_t));
+	int rc;
+
+	if (!ex)
+		return -ENOMEM;
+	pthread_mutex_init(&ex->lock, NULL);
+	pthread_cond_init(&ex->cond, NULL);
+	for (unsigned i = 0; i < threads; i++) {
+		rc = pthread_create(&ex->threads[i], NULL, exec_thread, ex);
+		if (rc != 0) {
+			exec_free(ex);
+			return -rc;
+		}
+		ex->n_threads++;
+	}
+	*out = ex;
+	return 0;
+}
+
+void exec_submit(struct exec *ex, struct exec_job *job)
+{
+	job->next = NULL;
+	pthread_mutex_lock(&ex->lock);
+	if (ex->tail)
+		ex->tail->next = job;
+	else
+		ex->head = job;
+	ex->tail = job;
+	pthread_cond_signal(&ex->cond);
+	pthread_mutex_unlock(&ex->lock);
+}
+
+void exec_free(struct exec *ex)
+{
+	pthread_mutex_lock(&ex->lock);
+	ex->stopping = true;
+	pthread_cond_broadcast(&ex->cond);
+	pthread_mutex_unlock(&ex->lock);
+	for (unsigned i = 0; i < ex->n_threads; i++)
+		pthread_join(ex->threads[i], NULL);
+	pthread_cond_destroy(&ex->cond);
+	pthread_mutex_destroy(&ex->lock);
+	free(ex);
+}

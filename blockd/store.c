@@ -1,0 +1,431 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store.c - volumes of a data directory, their snapshot views and who
+ * writes them.  One mutex (st->lock) guards the lists and attachments; the
+ * images themselves are guarded by their export_image locks.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "qcow.h"
+#include "store.h"
+
+struct snap_view {
+	char name[STORE_NAME_MAX + 1];
+	struct export_image e;
+	struct snap_view *next;
+};
+
+struct volume {
+	char name[STORE_NAME_MAX + 1];
+	char description[STORE_NAME_MAX + 64];
+	char path[PATH_MAX];
+	struct export_image main;
+	/* Names of the image's snapshots that are valid export names. */
+	char (*snap_names)[STORE_NAME_MAX + 1];
+	uint32_t n_snaps;
+	struct snap_view *views;
+	char writer[STORE_PEER_MAX];
+	unsigned writers; /* connections attached read-write */
+	struct volume *next;
+};
+
+struct store {
+	pthread_mutex_t lock;
+	char volumes_dir[PATH_MAX];
+	uint64_t cache_bytes;
+	struct volume *volumes;
+	size_t n_volumes;
+};
+
+bool store_valid_name(const char *name, size_t len)
+{
+	if (len == 0 || len > STORE_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = name[i];
+		bool alnum =
+		    (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+
+		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+			return false;
+	}
+	return true;
+}
+
+static int image_open(struct export_image *e, const char *path, int fd, const char *snapshot,
+                      uint64_t cache_bytes, char *err, size_t errlen)
+{
+	struct qcow_open_opts opts = {
+	    .path = path,
+	    .ops = &qcow_posix_ops,
+	    .flags = snapshot ? 0 : QCOW_OPEN_RDWR,
+	    .l2_cache_bytes = cache_bytes,
+	    .snapshot = snapshot,
+	};
+	struct qcow_info info;
+	int dupfd, rc;
+
+	dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (dupfd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	rc = qcow_posix_adopt(dupfd, &opts.ctx);
+	if (rc < 0) {
+		close(dupfd);
+		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+		return rc;
+	}
+	rc = qcow_open(&opts, &e->img, err, errlen);
+	if (rc < 0) {
+		qcow_posix_ops.close(opts.ctx);
+		return rc;
+	}
+	qcow_get_info(e->img, &info);
+	pthread_mutex_init(&e->lock, NULL);
+	e->fd = fd;
+	e->read_only = snapshot != NULL;
+	e->has_backing = qcow_backing(e->img) != NULL;
+	e->size = info.size_bytes;
+	atomic_init(&e->fast_inflight, 0);
+	return 0;
+}
+
+static int image_close(struct export_image *e, const char *what)
+{
+	int rc = qcow_close(e->img);
+
+	if (rc < 0)
+		log_error("%s: closing failed: %s", what, strerror(-rc));
+	pthread_mutex_destroy(&e->lock);
+	return rc;
+}
+
+/* Reads the snapshot names of vol's image (caller holds nothing else on it). */
+static int load_snap_names(struct volume *vol)
+{
+	uint32_t n = qcow_snapshot_count(vol->main.img), kept = 0;
+	struct qcow_snapshot_info si;
+
+	free(vol->snap_names);
+	vol->snap_names = NULL;
+	vol->n_snaps = 0;
+	if (n == 0)
+		return 0;
+	vol->snap_names = calloc(n, sizeof(*vol->snap_names));
+	if (!vol->snap_names)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n; i++) {
+		if (qcow_snapshot_get(vol->main.img, i, &si) < 0)
+			continue;
+		if (!store_valid_name(si.name, strlen(si.name))) {
+			log_warn(
+			    "volume %s: snapshot name \"%.64s\" is not a valid export name; not "
+			    "served",
+			    vol->name, si.name);
+			continue;
+		}
+		strcpy(vol->snap_names[kept++], si.name);
+	}
+	vol->n_snaps = kept;
+	return 0;
+}
+
+static struct volume *find_volume(struct store *st, const char *name, size_t len)
+{
+	for (struct volume *v = st->volumes; v; v = v->next)
+		if (strlen(v->name) == len && memcmp(v->name, name, len) == 0)
+			return v;
+	return NULL;
+}
+
+static int open_volume(struct store *st, const char *name)
+{
+	char err[512];
+	struct volume *vol = calloc(1, sizeof(*vol));
+	int fd, rc;
+
+	if (!vol)
+		return -ENOMEM;
+	snprintf(vol->name, sizeof(vol->name), "%s", name);
+	if ((size_t)snprintf(vol->path, sizeof(vol->path), "%s/%s.qcow2", st->volumes_dir, name) >=
+	    sizeof(vol->path)) {
+		free(vol);
+		return -ENAMETOOLONG;
+	}
+	snprintf(vol->description, sizeof(vol->description), "blockd volume %s", name);
+	fd = open(vol->path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		log_error("volume %s: cannot open %s: %s", name, vol->path, strerror(errno));
+		goto out_free;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		rc = -errno;
+		log_error("volume %s: %s is in use by another process; not served", name,
+		          vol->path);
+		goto out_close;
+	}
+	rc = image_open(&vol->main, vol->path, fd, NULL, st->cache_bytes, err, sizeof(err));
+	if (rc < 0) {
+		log_error("volume %s: not served: %s", name, err);
+		goto out_close;
+	}
+	rc = load_snap_names(vol);
+	if (rc < 0) {
+		image_close(&vol->main, vol->name);
+		goto out_close;
+	}
+	vol->next = st->volumes;
+	st->volumes = vol;
+	st->n_volumes++;
+	log_info("volume %s: %llu bytes, %u snapshot(s)", name, (unsigned long long)vol->main.size,
+	         vol->n_snaps);
+	return 0;
+
+out_close:
+	close(fd);
+out_free:
+	free(vol);
+	return rc;
+}
+
+static int scan(struct store *st)
+{
+	DIR *d = opendir(st->volumes_dir);
+	struct dirent *de;
+	int added = 0;
+
+	if (!d) {
+		log_error("cannot read %s: %s", st->volumes_dir, strerror(errno));
+		return -errno;
+	}
+	while ((de = readdir(d)) != NULL) {
+		size_t len = strlen(de->d_name);
+
+		if (len <= 6 || strcmp(de->d_name + len - 6, ".qcow2") != 0)
+			continue;
+		len -= 6;
+		if (!store_valid_name(de->d_name, len)) {
+			log_warn("ignoring %s/%s: not a valid volume name", st->volumes_dir,
+			         de->d_name);
+			continue;
+		}
+		if (find_volume(st, de->d_name, len))
+			continue;
+		de->d_name[len] = '\0';
+		if (open_volume(st, de->d_name) == 0)
+			added++;
+	}
+	closedir(d);
+	return added;
+}
+
+int store_open(const struct store_config *cfg, struct store **out)
+{
+	struct store *st = calloc(1, sizeof(*st));
+	int rc;
+
+	if (!st)
+		return -ENOMEM;
+	pthread_mutex_init(&st->lock, NULL);
+	st->cache_bytes = cfg->cache_bytes;
+	if ((size_t)snprintf(st->volumes_dir, sizeof(st->volumes_dir), "%s/volumes",
+	                     cfg->data_dir) >= sizeof(st->volumes_dir)) {
+		free(st);
+		return -ENAMETOOLONG;
+	}
+	if (mkdir(st->volumes_dir, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		log_error("cannot create %s: %s", st->volumes_dir, strerror(errno));
+		free(st);
+		return rc;
+	}
+	rc = scan(st);
+	if (rc < 0) {
+		free(st);
+		return rc;
+	}
+	*out = st;
+	return 0;
+}
+
+int store_rescan(struct store *st)
+{
+	int rc;
+
+	pthread_mutex_lock(&st->lock);
+	rc = scan(st);
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+int store_close(struct store *st)
+{
+	int first = 0, rc;
+
+	while (st->volumes) {
+		struct volume *vol = st->volumes;
+
+		st->volumes = vol->next;
+		while (vol->views) {
+			struct snap_view *sv = vol->views;
+
+			vol->views = sv->next;
+			image_close(&sv->e, vol->name);
+			free(sv);
+		}
+		rc = image_close(&vol->main, vol->name);
+		if (rc < 0 && first == 0)
+			first = rc;
+		else if (rc == 0)
+			log_info("volume %s: closed cleanly", vol->name);
+		close(vol->main.fd);
+		free(vol->snap_names);
+		free(vol);
+	}
+	pthread_mutex_destroy(&st->lock);
+	free(st);
+	return first;
+}
+
+static struct export_image *snapshot_view(struct store *st, struct volume *vol, const char *snap,
+                                          size_t len)
+{
+	char name[STORE_NAME_MAX + 1], err[512];
+	struct snap_view *sv;
+	bool known = false;
+
+	for (sv = vol->views; sv; sv = sv->next)
+		if (strlen(sv->name) == len && memcmp(sv->name, snap, len) == 0)
+			return &sv->e;
+	for (uint32_t i = 0; i < vol->n_snaps && !known; i++)
+		known =
+		    strlen(vol->snap_names[i]) == len && memcmp(vol->snap_names[i], snap, len) == 0;
+	if (!known)
+		return NULL;
+	memcpy(name, snap, len);
+	name[len] = '\0';
+	sv = calloc(1, sizeof(*sv));
+	if (!sv)
+		return NULL;
+	strcpy(sv->name, name);
+	if (image_open(&sv->e, vol->path, vol->main.fd, name, st->cache_bytes, err, sizeof(err)) <
+	    0) {
+		log_error("volume %s: cannot open snapshot %s: %s", vol->name, name, err);
+		free(sv);
+		return NULL;
+	}
+	sv->next = vol->views;
+	vol->views = sv;
+	return &sv->e;
+}
+
+int store_lookup(struct store *st, const char *name, const char *peer, struct proto_export *out,
+                 struct export_image **img, struct volume **volp)
+{
+	const char *at = strchr(name, '@');
+	size_t vlen = at ? (size_t)(at - name) : strlen(name);
+	struct export_image *e = NULL;
+	struct volume *vol;
+	int rc = -ENOENT;
+
+	if (!store_valid_name(name, vlen) || (at && !store_valid_name(at + 1, strlen(at + 1))))
+		return -ENOENT;
+	pthread_mutex_lock(&st->lock);
+	vol = find_volume(st, name, vlen);
+	if (!vol)
+		goto out;
+	if (at) {
+		e = snapshot_view(st, vol, at + 1, strlen(at + 1));
+		if (!e)
+			goto out;
+	} else {
+		e = &vol->main;
+		if (vol->writers > 0 && strcmp(vol->writer, peer) != 0) {
+			log_info("volume %s: refusing %s, attached read-write by %s", vol->name,
+			         peer, vol->writer);
+			rc = -EPERM;
+			goto out;
+		}
+	}
+	*out = (struct proto_export){
+	    .size_bytes = e->size,
+	    .read_only = e->read_only,
+	    .multi_conn = true,
+	    .min_block = 1,
+	    .pref_block = 4096,
+	    .max_block = PROTO_MAX_PAYLOAD,
+	    .description = at ? NULL : vol->description,
+	};
+	*img = e;
+	*volp = vol;
+	rc = 0;
+out:
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+int store_list(struct store *st, size_t index, char *buf, size_t buflen)
+{
+	int found = 0;
+
+	pthread_mutex_lock(&st->lock);
+	for (struct volume *v = st->volumes; v && !found; v = v->next) {
+		if (index == 0) {
+			snprintf(buf, buflen, "%s", v->name);
+			found = 1;
+		} else if (index - 1 < v->n_snaps) {
+			snprintf(buf, buflen, "%s@%s", v->name, v->snap_names[index - 1]);
+			found = 1;
+		} else {
+			index -= 1 + v->n_snaps;
+		}
+	}
+	pthread_mutex_unlock(&st->lock);
+	return found;
+}
+
+int store_attach(struct store *st, struct volume *vol, bool writable, const char *peer)
+{
+	int rc = 0;
+
+	if (!writable)
+		return 0;
+	pthread_mutex_lock(&st->lock);
+	if (vol->writers > 0 && strcmp(vol->writer, peer) != 0) {
+		rc = -EBUSY;
+	} else {
+		if (vol->writers++ == 0) {
+			snprintf(vol->writer, sizeof(vol->writer), "%s", peer);
+			log_info("volume %s: attached read-write by %s", vol->name, peer);
+		}
+	}
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+void store_detach(struct store *st, struct volume *vol, bool writable)
+{
+	if (!writable)
+		return;
+	pthread_mutex_lock(&st->lock);
+	if (--vol->writers == 0)
+		log_info("volume %s: detached by %s", vol->name, vol->writer);
+	pthread_mutex_unlock(&st->lock);
+}
+
+const char *store_volume_name(const struct volume *vol)
+{
+	return vol->name;
+}
