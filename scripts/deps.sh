@@ -9,6 +9,7 @@ packages=(
 	liburing-dev libfuse3-dev fuse3 libzstd-dev libxxhash-dev zlib1g-dev
 	libcriterion-dev libjansson-dev
 	qemu-utils
+	libnbd-bin python3-libnbd nbdkit fio qemu-system-x86 cpio
 )
 
 missing=()
