@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Backpressure and early EOF on the wire (conformance checklist 18 and 19):
+# a client that never reads replies cannot make blockd buffer without
+# bound, duplicate cookies are answered, and EOF with requests in flight,
+# EOF inside a WRITE payload and requests after DISC leave it serving.
+source "$(dirname "$0")/lib.sh"
+need /usr/bin/python3
+
+new_volume "$TMP/d" vol 128M
+start_blockd "$TMP/d"
+t /usr/bin/python3 "$DAEMON_TEST_DIR/wire_limits.py" "$BLOCKD_SOCK" vol "$BLOCKD_PID" ||
+	fail "wire limits"
+stop_blockd
+qemu_check "$TMP/d/volumes/vol.qcow2"
+t qemu-io -f qcow2 -c 'read -P 0x01 0 4k' -c 'read -P 0x08 4k 4k' \
+	"$TMP/d/volumes/vol.qcow2" >/dev/null || fail "written blocks missing from the image"
+echo "PASS"
