@@ -62,13 +62,15 @@ new_volume() {
 # and waits until it answers.  Sets BLOCKD_PID, BLOCKD_PORT, BLOCKD_SOCK,
 # BLOCKD_LOG (DIR/blockd.log, appended to), and the URI helpers below.
 start_blockd() {
-	local dir=$1 i
+	local dir=$1 i skip new
 	shift
 	BLOCKD_DIR=$dir
 	BLOCKD_SOCK=$dir/nbd.sock
 	BLOCKD_LOG=$dir/blockd.log
 	mkdir -p "$dir"
-	: >"$dir/blockd.log.start"
+	touch "$BLOCKD_LOG"
+	# Only this daemon's lines count: a restart on the same folder appends.
+	skip=$(wc -l <"$BLOCKD_LOG")
 	"$BLOCKD" --data-dir "$dir" --listen 127.0.0.1:0 --socket "$BLOCKD_SOCK" "$@" \
 		2>>"$BLOCKD_LOG" &
 	BLOCKD_PID=$!
@@ -78,10 +80,10 @@ start_blockd() {
 			BLOCKD_PID=
 			fail "blockd exited during start-up"
 		fi
-		BLOCKD_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$BLOCKD_LOG" |
+		new=$(tail -n +"$((skip + 1))" "$BLOCKD_LOG")
+		BLOCKD_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' <<<"$new" |
 			tail -n1)
-		if [[ -n $BLOCKD_PORT && -S $BLOCKD_SOCK ]] &&
-			grep -q "ready" "$BLOCKD_LOG"; then
+		if [[ -n $BLOCKD_PORT ]] && grep -q " ready" <<<"$new"; then
 			return 0
 		fi
 		sleep 0.05
