@@ -30,7 +30,7 @@ import nbd
 
 CLUSTER = 65536
 CONNECTIONS = 2
-DEBUG = "DEBUG" in os.environ  # print the BLOCK_STATUS hints that differ
+DEBUG = "DEBUG" in os.environ  # print what is tolerated
 
 
 def connect(uri):
@@ -324,6 +324,8 @@ class Differential:
                 if aligned:
                     self.fail(n, op, f"cluster-aligned FAST_ZERO: blockd {ra}, qemu-nbd {rb}")
                 self.fast_zero_divergence += 1
+                if DEBUG:
+                    print(f"op {n}: {self.describe(op)}: blockd {ra}, qemu-nbd {rb}")
             # The client falls back to writing zeros the slow way, on both
             # (a failed request may have zeroed part of the range).
             plain = ["zero", off, length, flags & ~nbd.CMD_FLAG_FAST_ZERO]
