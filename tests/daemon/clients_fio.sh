@@ -6,6 +6,7 @@
 # socket verifies the same data again, and the same verify run against an
 # untouched volume fails (so the verification does check); the volume
 # file is clean afterwards.
+set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need fio /usr/bin/python3
 if ! fio --enghelp=nbd >/dev/null 2>&1; then
@@ -95,8 +96,9 @@ check_jobs again || fail "fio verify_only: $(cat again.err)"
 
 rc=0
 run_fio blank "$(tcp_uri blank)" verify_only=1 || rc=$?
-[[ $rc != 0 ]] && grep -q '^verify: bad' blank.err ||
+if [[ $rc == 0 ]] || ! grep -q '^verify: bad' blank.err; then
 	fail "fio verify_only on an untouched volume did not fail verification (status $rc): $(head -n5 blank.err)"
+fi
 
 stop_blockd
 qemu_check data/volumes/vol.qcow2

@@ -4,6 +4,7 @@
 # once, which blockd's multi-conn allows); a NAME@SNAP export reads as the
 # volume was when the snapshot was taken, however the volume changed
 # since; the volume files are clean afterwards.
+set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need nbdcopy qemu-io dd cmp
 
@@ -58,8 +59,9 @@ cmp snap.raw snap-out1.raw || fail "snapv@s1 is not the content at snapshot time
 t nbdcopy "$(tcp_uri snapv)" vol-now.raw || fail "nbdcopy $(tcp_uri snapv)"
 cmp -s snap.raw vol-now.raw && fail "snapv equals its snapshot although it was overwritten"
 out=$(t qemu-io -f raw -c 'read -P 0x5a 1M 2M' "$(tcp_uri snapv)" 2>&1) || true
-grep -q 'read 2097152/2097152' <<<"$out" && ! grep -q 'verification failed' <<<"$out" ||
+if ! grep -q 'read 2097152/2097152' <<<"$out" || grep -q 'verification failed' <<<"$out"; then
 	fail "snapv lacks the write made after the snapshot: $out"
+fi
 t nbdcopy random.raw "$(unix_uri snapv)" 2>/dev/null &&
 	fail "nbdcopy of 64 MiB into an 8 MiB export succeeded"
 head -c 8M random.raw >random8.raw

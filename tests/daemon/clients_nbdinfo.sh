@@ -5,6 +5,7 @@
 # sizes and flags (writable volume: flush/fua/trim/zero, multi-conn;
 # snapshot: read-only), and --map gives the data/zero/hole layout that
 # qemu-img map read from the same qcow2 file before blockd opened it.
+set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need qemu-io /usr/bin/python3
 

@@ -8,6 +8,7 @@
 # status with REQ_ONE (one extent) and without a negotiated context
 # (EINVAL).  After every refused request the same connection still reads
 # correctly.  An unknown export name fails to connect.
+set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need nbdsh /usr/bin/python3 qemu-io
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || {
@@ -146,8 +147,28 @@ for bit in (1 << 6, 1 << 8, 1 << 15):
             lambda: h.pwrite(b"\x99" * 512, 0, bit))
     refused(h, f"trim with unknown flag {bit:#x}", {E}, lambda: h.trim(4096, 0, bit))
     refused(h, f"flush with unknown flag {bit:#x}", {E}, lambda: h.flush(bit))
+    refused(h, f"write_zeroes with unknown flag {bit:#x}", {E}, lambda: h.zero(4096, 0, bit))
+    refused(h, f"cache with unknown flag {bit:#x}", {E}, lambda: h.cache(4096, 0, bit))
+    if structured:
+        refused(h, f"block_status with unknown flag {bit:#x}", {E},
+                lambda: h.block_status(4096, 0, lambda *a: 0, bit))
 if h.pread(512, 0) != b"\x42" * 512:
     fail("a write with an unknown flag was carried out")
+
+# The flags blockd does accept work (on a scratch range at 5 MiB).
+h.pwrite(b"\x66" * 3 * 65536, 5 * MiB, nbd.CMD_FLAG_FUA)
+h.zero(65536, 5 * MiB, nbd.CMD_FLAG_NO_HOLE | nbd.CMD_FLAG_FUA)
+try:
+    h.zero(65536, 5 * MiB + 65536, nbd.CMD_FLAG_FAST_ZERO)
+except nbd.Error as e:
+    if e.errnum != errno.ENOTSUP:
+        fail(f"write_zeroes with FAST_ZERO: {e.errno} ({e.string})")
+    h.zero(65536, 5 * MiB + 65536)
+h.trim(65536, 5 * MiB + 2 * 65536, nbd.CMD_FLAG_FUA)
+h.cache(65536, 5 * MiB)
+if h.pread(2 * 65536, 5 * MiB) != bytes(2 * 65536):
+    fail("write_zeroes with NO_HOLE/FUA/FAST_ZERO did not zero")
+alive(h, "valid flags")
 
 # Block status.
 if structured:

@@ -5,6 +5,7 @@
 # copies a raw file into an export and from export to export, and qemu-img
 # compare finds them equal, over TCP and over the unix socket; after
 # shutdown the volume files equal the raw file and pass qemu-img check.
+set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need qemu-io dd
 
@@ -66,16 +67,15 @@ out=$(t qemu-io -f raw -c 'read -P 0xa2 0 4k' "$tcp" 2>&1) || true
 grep -q 'Pattern verification failed' <<<"$out" ||
 	fail "qemu-io does not notice a wrong pattern (the checks above prove nothing): $out"
 
-
 t qemu-img convert -n -f raw -O raw local.raw "$(tcp_uri conv)" || fail "qemu-img convert into conv"
-t qemu-img compare -f raw -F raw local.raw "$(tcp_uri conv)" ||
+t qemu-img compare -q -f raw -F raw local.raw "$(tcp_uri conv)" ||
 	fail "qemu-img compare local.raw with $(tcp_uri conv)"
-t qemu-img compare -f raw -F raw local.raw "$(unix_uri conv)" ||
+t qemu-img compare -q -f raw -F raw local.raw "$(unix_uri conv)" ||
 	fail "qemu-img compare local.raw with $(unix_uri conv)"
 # From export to export, over the socket.
 t qemu-img convert -n -f raw -O raw "$(unix_uri conv)" "$(unix_uri copy)" ||
 	fail "qemu-img convert conv into copy"
-t qemu-img compare -f raw -F raw local.raw "$(tcp_uri copy)" || fail "copy differs after convert"
+t qemu-img compare -q -f raw -F raw local.raw "$(tcp_uri copy)" || fail "copy differs after convert"
 # compare is able to tell a difference.
 if t qemu-img compare -q -f raw -F raw local.raw "$(tcp_uri small)"; then
 	fail "qemu-img compare found local.raw equal to an empty 3 MiB export"
@@ -85,8 +85,10 @@ stop_blockd
 out=$(t qemu-io -f qcow2 "${expected_reads[@]/#/-c}" data/volumes/vol.qcow2 2>&1) ||
 	fail "qemu-io on vol.qcow2 after shutdown: $out"
 ! grep -qi 'fail\|error' <<<"$out" || fail "vol.qcow2 after shutdown: $out"
+[[ $(grep -c '^read ' <<<"$out") == "${#expected_reads[@]}" ]] ||
+	fail "qemu-io on vol.qcow2 did not do every read: $out"
 for v in conv copy; do
-	t qemu-img compare -f qcow2 -F raw "data/volumes/$v.qcow2" local.raw ||
+	t qemu-img compare -q -f qcow2 -F raw "data/volumes/$v.qcow2" local.raw ||
 		fail "data/volumes/$v.qcow2 differs from local.raw after shutdown"
 	qemu_check "data/volumes/$v.qcow2"
 done

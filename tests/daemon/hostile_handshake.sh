@@ -10,6 +10,7 @@
 # 127.0.0.1 writes, and gets it once that client is gone.  Files named by
 # the traversal attempts exist, so a server that followed them would
 # answer.  Afterwards blockd still serves and stops cleanly.
+set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need qemu-io /usr/bin/python3
 

@@ -5,6 +5,7 @@
 # files hold every acknowledged write, pass qemu-img check and have the
 # dirty bit clear.  SIGHUP picks up a volume file created while blockd
 # runs, without disturbing an open connection.
+set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need qemu-io /usr/bin/python3 od
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || {
