@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "log.h"
 #include "qcow.h"
 #include "store.h"
@@ -67,28 +68,22 @@ static int image_open(struct export_image *e, const char *path, int fd, const ch
 {
 	struct qcow_open_opts opts = {
 	    .path = path,
-	    .ops = &qcow_posix_ops,
+	    .ops = &fileio_ops,
 	    .flags = snapshot ? 0 : QCOW_OPEN_RDWR,
 	    .l2_cache_bytes = cache_bytes,
 	    .snapshot = snapshot,
 	};
 	struct qcow_info info;
-	int dupfd, rc;
+	int rc;
 
-	dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	if (dupfd < 0) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -errno;
-	}
-	rc = qcow_posix_adopt(dupfd, &opts.ctx);
+	rc = fileio_open(path, fd, &opts.ctx, &e->dfd);
 	if (rc < 0) {
-		close(dupfd);
 		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
 		return rc;
 	}
 	rc = qcow_open(&opts, &e->img, err, errlen);
 	if (rc < 0) {
-		qcow_posix_ops.close(opts.ctx);
+		fileio_ops.close(opts.ctx);
 		return rc;
 	}
 	qcow_get_info(e->img, &info);

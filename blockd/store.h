@@ -35,7 +35,8 @@
 struct export_image {
 	pthread_mutex_t lock;
 	struct qcow_image *img;
-	int fd;
+	int fd;  /* buffered */
+	int dfd; /* O_DIRECT for large aligned writes, or -1 (owned by img's io context) */
 	bool read_only;
 	bool has_backing;
 	uint64_t size;

@@ -31,6 +31,7 @@
 
 #include "daemon.h"
 #include "exec.h"
+#include "fileio.h"
 #include "limits.h"
 #include "log.h"
 #include "proto.h"
@@ -569,14 +570,17 @@ static void drain_done(struct worker *w)
 
 /* ------------------------------------------------------------ fast path */
 
-static void io_submit_op(struct worker *w, struct io_op *op, int fd)
+static void io_submit_op(struct worker *w, struct io_op *op, const struct export_image *e)
 {
 	struct io_uring_sqe *sqe = get_sqe(w);
 
 	if (op->write)
-		io_uring_prep_write(sqe, fd, op->ptr, op->len, op->host);
+		io_uring_prep_write(
+		    sqe,
+		    e->dfd >= 0 && fileio_direct_ok(op->ptr, op->host, op->len) ? e->dfd : e->fd,
+		    op->ptr, op->len, op->host);
 	else
-		io_uring_prep_read(sqe, fd, op->ptr, op->len, op->host);
+		io_uring_prep_read(sqe, e->fd, op->ptr, op->len, op->host);
 	io_uring_sqe_set_data(sqe, &op->u);
 }
 
@@ -640,7 +644,7 @@ static bool try_fast(struct request *rq)
 		                     .len = rq->segs[i].len,
 		                     .write = write};
 		rq->pending++;
-		io_submit_op(rq->c->w, op, e->fd);
+		io_submit_op(rq->c->w, op, e);
 	}
 	rq->pending--;
 	return true;
@@ -671,7 +675,7 @@ static void on_io(struct worker *w, struct io_op *op, int res)
 		op->ptr += res;
 		op->host += (uint64_t)res;
 		op->len -= (uint32_t)res;
-		io_submit_op(w, op, rq->c->e->fd);
+		io_submit_op(w, op, rq->c->e);
 		return;
 	}
 	if (res == 0 && !op->write && op->len > 0)
@@ -797,7 +801,9 @@ static struct request *request_new(struct conn *c, const struct proto_request *r
 	rq->c = c;
 	rq->r = *r;
 	if (data) {
-		rq->buf = malloc(r->length);
+		/* Page-aligned, so that large writes can go to the O_DIRECT descriptor. */
+		rq->buf = aligned_alloc(FILEIO_DIRECT_ALIGN, (r->length + FILEIO_DIRECT_ALIGN - 1) &
+		                                                 ~(FILEIO_DIRECT_ALIGN - 1));
 		if (!rq->buf) {
 			free(rq);
 			return NULL;

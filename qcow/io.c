@@ -237,6 +237,12 @@ int qcow_read(struct qcow_image *img, void *buf, uint64_t off, size_t len)
 	return image_read(img, buf, off, len);
 }
 
+/* True if the backing chain could show data at guest offset off. */
+static bool backing_covers(const struct qcow_image *img, uint64_t off)
+{
+	return img->backing && off < img->backing->size;
+}
+
 /* What the guest cluster at cluster_off reads as now, into img->scratch. */
 static int read_old_cluster(struct qcow_image *img, uint64_t e, enum qcow_map_kind kind,
                             uint64_t host, uint64_t cluster_off)
@@ -303,10 +309,27 @@ static int write_cluster(struct qcow_image *img, const uint8_t *data, uint64_t o
 		}
 		goto out_release;
 	}
-	if (kind == QCOW_MAP_ZERO && host && (e & QCOW_OFLAG_COPIED))
+	if (kind == QCOW_MAP_ZERO && host && (e & QCOW_OFLAG_COPIED)) {
 		target = host;
-	else if ((err = alloc_clusters(img, 1, &target)) < 0)
-		goto out_release;
+	} else {
+		uint64_t never_used = img->end_cluster;
+
+		if ((err = alloc_clusters(img, 1, &target)) < 0)
+			goto out_release;
+		/*
+		 * A cluster past everything the file ever held reads as zeros
+		 * already (a hole, or past the end of the file): when the old
+		 * contents are zeros too, only the new bytes need writing.
+		 */
+		if (data && cluster_of(img, target) >= never_used &&
+		    (kind == QCOW_MAP_ZERO ||
+		     (kind == QCOW_MAP_UNALLOCATED && !backing_covers(img, cluster_off)))) {
+			err = host_write(img, data, n, target + in);
+			if (err < 0)
+				goto out_release;
+			goto map;
+		}
+	}
 	if (n < cs) {
 		err = read_old_cluster(img, e, kind, host, cluster_off);
 		if (err < 0)
@@ -323,6 +346,7 @@ static int write_cluster(struct qcow_image *img, const uint8_t *data, uint64_t o
 	}
 	if (err < 0)
 		goto out_release;
+map:
 	l2_set_entry(img, &ref, target | QCOW_OFLAG_COPIED);
 	err = release_entry(img, e, kind, host, target);
 out_release:
@@ -416,12 +440,6 @@ int qcow_write(struct qcow_image *img, const void *buf, uint64_t off, size_t len
 		len -= n;
 	}
 	return 0;
-}
-
-/* True if the backing chain could show data at guest offset off. */
-static bool backing_covers(const struct qcow_image *img, uint64_t off)
-{
-	return img->backing && off < img->backing->size;
 }
 
 /*
