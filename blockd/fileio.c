@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -57,6 +58,8 @@ static int fio_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
 				continue;
 			return -errno;
 		}
+		if (n == 0)
+			return -EIO;
 		p += n;
 		off += (uint64_t)n;
 		len -= (size_t)n;
@@ -121,9 +124,10 @@ const struct qcow_io_ops fileio_ops = {
     .close = fio_close,
 };
 
-int fileio_open(const char *path, int fd, void **ctx, int *direct_fd)
+int fileio_open(int fd, void **ctx, int *direct_fd)
 {
 	struct fileio *f = malloc(sizeof(*f));
+	char proc[64];
 	int err;
 
 	if (!f)
@@ -134,8 +138,12 @@ int fileio_open(const char *path, int fd, void **ctx, int *direct_fd)
 		free(f);
 		return err;
 	}
-	/* Not locked: the store's lock on fd already keeps other processes out. */
-	f->dfd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+	/*
+	 * The same file for sure (not whatever the path names now); not
+	 * locked: the store's lock on fd keeps other processes out.
+	 */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	f->dfd = open(proc, O_RDWR | O_DIRECT | O_CLOEXEC);
 	*ctx = f;
 	*direct_fd = f->dfd;
 	return 0;

@@ -26,11 +26,11 @@
 extern const struct qcow_io_ops fileio_ops;
 
 /*
- * A context for fileio_ops over PATH, already open as FD (not taken: the
+ * A context for fileio_ops over the file open as FD (not taken: the
  * context dups it).  *direct_fd gets the O_DIRECT descriptor, or -1 when
  * the file system refuses O_DIRECT; it stays owned by the context.
  */
-int fileio_open(const char *path, int fd, void **ctx, int *direct_fd);
+int fileio_open(int fd, void **ctx, int *direct_fd);
 
 /* True when a write of len bytes from buf at off may use the direct descriptor. */
 bool fileio_direct_ok(const void *buf, uint64_t off, size_t len);

@@ -18,6 +18,23 @@
  */
 #define HANDSHAKE_TIMEOUT_SEC 30
 
+/*
+ * A connection whose replies have not moved for this long is cut off: a
+ * client that stops reading would otherwise hold its requests' memory (and
+ * the daemon-wide budget) for ever.
+ */
+#define SEND_STALL_TIMEOUT_SEC 60
+
+/* SIGTERM: connections still busy after this long are cut off so that the daemon exits. */
+#define STOP_GRACE_SEC 10
+
+/*
+ * Reply bytes the daemon makes up itself (option replies, error and empty
+ * replies) queued per connection before it stops reading: a client that
+ * sends cheap requests and reads nothing cannot grow the queue further.
+ */
+#define CONN_MAX_QUEUED_REPLY_BYTES (1u << 20)
+
 /* Receive buffer per connection: many 4 KiB writes per recv, small next to a request payload. */
 #define RECV_BUFFER_BYTES (256u << 10)
 

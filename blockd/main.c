@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -295,8 +296,8 @@ static int listen_unix(const char *path)
 	return fd;
 }
 
-/* Waits for signals until asked to stop; SIGHUP rescans. */
-static void wait_for_stop(struct store *st)
+/* Waits for signals until asked to stop; SIGHUP rescans.  -1 if it cannot wait. */
+static int wait_for_stop(struct store *st)
 {
 	sigset_t set;
 	struct signalfd_siginfo si;
@@ -309,7 +310,7 @@ static void wait_for_stop(struct store *st)
 	sfd = signalfd(-1, &set, SFD_CLOEXEC);
 	if (sfd < 0) {
 		log_error("signalfd: %s", strerror(errno));
-		return;
+		return -1;
 	}
 	for (;;) {
 		ssize_t n = read(sfd, &si, sizeof(si));
@@ -328,6 +329,19 @@ static void wait_for_stop(struct store *st)
 		break;
 	}
 	close(sfd);
+	return 0;
+}
+
+/* Room for MAX_CONNECTIONS sockets plus a few descriptors per volume. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("cannot raise the open-file limit: %s", strerror(errno));
+	}
 }
 
 int main(int argc, char **argv)
@@ -343,6 +357,7 @@ int main(int argc, char **argv)
 
 	if (parse_options(argc, argv, &o) < 0)
 		return 2;
+	raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -386,6 +401,11 @@ int main(int argc, char **argv)
 	rc = exec_new(2 * o.threads + 2, &d.exec);
 	if (rc < 0) {
 		log_error("cannot start threads: %s", strerror(-rc));
+		for (int i = 0; i < 2; i++)
+			if (d.listen_fd[i] >= 0)
+				close(d.listen_fd[i]);
+		unlink(o.socket_path);
+		store_close(d.store);
 		return 1;
 	}
 	for (; started < o.threads; started++) {
@@ -398,7 +418,8 @@ int main(int argc, char **argv)
 	}
 	if (status == 0) {
 		log_info("ready: %u worker(s)", started);
-		wait_for_stop(d.store);
+		if (wait_for_stop(d.store) < 0)
+			status = 1;
 	}
 
 	atomic_store(&d.stopping, true);

@@ -76,7 +76,7 @@ static int image_open(struct export_image *e, const char *path, int fd, const ch
 	struct qcow_info info;
 	int rc;
 
-	rc = fileio_open(path, fd, &opts.ctx, &e->dfd);
+	rc = fileio_open(fd, &opts.ctx, &e->dfd);
 	if (rc < 0) {
 		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
 		return rc;
@@ -144,7 +144,8 @@ static struct volume *find_volume(struct store *st, const char *name, size_t len
 	return NULL;
 }
 
-static int open_volume(struct store *st, const char *name)
+/* Opens (and repairs, if its dirty bit says so) one volume; links nothing. */
+static int open_volume(const struct store *st, const char *name, struct volume **out)
 {
 	char err[512];
 	struct volume *vol = calloc(1, sizeof(*vol));
@@ -181,11 +182,9 @@ static int open_volume(struct store *st, const char *name)
 		image_close(&vol->main, vol->name);
 		goto out_close;
 	}
-	vol->next = st->volumes;
-	st->volumes = vol;
-	st->n_volumes++;
 	log_info("volume %s: %llu bytes, %u snapshot(s)", name, (unsigned long long)vol->main.size,
 	         vol->n_snaps);
+	*out = vol;
 	return 0;
 
 out_close:
@@ -195,6 +194,11 @@ out_free:
 	return rc;
 }
 
+/*
+ * Opens the volumes of the folder that are not open yet.  Only the main
+ * thread scans; the slow part (opening, maybe repairing) runs without
+ * st->lock, which the event loops take during handshakes.
+ */
 static int scan(struct store *st)
 {
 	DIR *d = opendir(st->volumes_dir);
@@ -207,6 +211,8 @@ static int scan(struct store *st)
 	}
 	while ((de = readdir(d)) != NULL) {
 		size_t len = strlen(de->d_name);
+		struct volume *vol;
+		bool known;
 
 		if (len <= 6 || strcmp(de->d_name + len - 6, ".qcow2") != 0)
 			continue;
@@ -216,11 +222,20 @@ static int scan(struct store *st)
 			         de->d_name);
 			continue;
 		}
-		if (find_volume(st, de->d_name, len))
+		pthread_mutex_lock(&st->lock);
+		known = find_volume(st, de->d_name, len) != NULL;
+		pthread_mutex_unlock(&st->lock);
+		if (known)
 			continue;
 		de->d_name[len] = '\0';
-		if (open_volume(st, de->d_name) == 0)
-			added++;
+		if (open_volume(st, de->d_name, &vol) < 0)
+			continue;
+		pthread_mutex_lock(&st->lock);
+		vol->next = st->volumes;
+		st->volumes = vol;
+		st->n_volumes++;
+		pthread_mutex_unlock(&st->lock);
+		added++;
 	}
 	closedir(d);
 	return added;
@@ -257,12 +272,7 @@ int store_open(const struct store_config *cfg, struct store **out)
 
 int store_rescan(struct store *st)
 {
-	int rc;
-
-	pthread_mutex_lock(&st->lock);
-	rc = scan(st);
-	pthread_mutex_unlock(&st->lock);
-	return rc;
+	return scan(st);
 }
 
 int store_close(struct store *st)
@@ -294,32 +304,55 @@ int store_close(struct store *st)
 	return first;
 }
 
-static struct export_image *snapshot_view(struct store *st, struct volume *vol, const char *snap,
-                                          size_t len)
+static struct snap_view *find_view(struct volume *vol, const char *snap, size_t len)
 {
-	char name[STORE_NAME_MAX + 1], err[512];
-	struct snap_view *sv;
-	bool known = false;
-
-	for (sv = vol->views; sv; sv = sv->next)
+	for (struct snap_view *sv = vol->views; sv; sv = sv->next)
 		if (strlen(sv->name) == len && memcmp(sv->name, snap, len) == 0)
-			return &sv->e;
-	for (uint32_t i = 0; i < vol->n_snaps && !known; i++)
-		known =
-		    strlen(vol->snap_names[i]) == len && memcmp(vol->snap_names[i], snap, len) == 0;
-	if (!known)
+			return sv;
+	return NULL;
+}
+
+static bool has_snapshot(const struct volume *vol, const char *snap, size_t len)
+{
+	for (uint32_t i = 0; i < vol->n_snaps; i++)
+		if (strlen(vol->snap_names[i]) == len && memcmp(vol->snap_names[i], snap, len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The read-only view of snapshot SNAP of vol, opened on first use.  Called
+ * with st->lock held; drops it while opening (a few small reads) and takes
+ * it again.  Volumes are never unlinked while the daemon runs, so vol stays.
+ */
+static struct export_image *snapshot_view(struct store *st, struct volume *vol, const char *snap)
+{
+	char err[512];
+	struct snap_view *sv = find_view(vol, snap, strlen(snap)), *other;
+	int rc;
+
+	if (sv)
+		return &sv->e;
+	if (!has_snapshot(vol, snap, strlen(snap)))
 		return NULL;
-	memcpy(name, snap, len);
-	name[len] = '\0';
 	sv = calloc(1, sizeof(*sv));
 	if (!sv)
 		return NULL;
-	strcpy(sv->name, name);
-	if (image_open(&sv->e, vol->path, vol->main.fd, name, st->cache_bytes, err, sizeof(err)) <
-	    0) {
-		log_error("volume %s: cannot open snapshot %s: %s", vol->name, name, err);
+	snprintf(sv->name, sizeof(sv->name), "%s", snap);
+	pthread_mutex_unlock(&st->lock);
+	rc = image_open(&sv->e, vol->path, vol->main.fd, sv->name, st->cache_bytes, err,
+	                sizeof(err));
+	pthread_mutex_lock(&st->lock);
+	if (rc < 0) {
+		log_error("volume %s: cannot open snapshot %s: %s", vol->name, sv->name, err);
 		free(sv);
 		return NULL;
+	}
+	other = find_view(vol, snap, strlen(snap));
+	if (other) { /* another loop opened it meanwhile */
+		image_close(&sv->e, vol->name);
+		free(sv);
+		return &other->e;
 	}
 	sv->next = vol->views;
 	vol->views = sv;
@@ -342,7 +375,7 @@ int store_lookup(struct store *st, const char *name, const char *peer, struct pr
 	if (!vol)
 		goto out;
 	if (at) {
-		e = snapshot_view(st, vol, at + 1, strlen(at + 1));
+		e = snapshot_view(st, vol, at + 1);
 		if (!e)
 			goto out;
 	} else {

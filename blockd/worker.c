@@ -40,7 +40,8 @@
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
-#define RING_ENTRIES 1024u
+#define RING_ENTRIES    1024u
+#define RING_CQ_ENTRIES 16384u
 
 enum uop_kind { UOP_ACCEPT, UOP_RECV, UOP_SEND, UOP_IO, UOP_EVENT, UOP_TIMER };
 
@@ -62,6 +63,7 @@ struct listener {
 struct tx {
 	struct tx *next;
 	struct request *rq; /* freed once sent; NULL for handshake bytes */
+	size_t owned;       /* bytes of hdr counted in the connection's tx_bytes */
 	int n_iov, cur;
 	struct iovec *iov;
 	uint8_t *hdr;
@@ -116,6 +118,8 @@ struct conn {
 	bool recv_armed, send_armed;
 	struct msghdr msg;
 	struct tx *tx_head, *tx_tail;
+	size_t tx_bytes;      /* queued reply bytes not backed by a request */
+	time_t send_progress; /* when the reply queue last moved */
 	/* The export, once transmission began. */
 	struct export_image *e;
 	struct volume *vol;
@@ -151,10 +155,20 @@ struct worker {
 	struct conn *conns;
 	unsigned n_conns;
 	bool stopping;
+	time_t stop_started;
 };
+
+static time_t now_sec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
 
 static void conn_process_input(struct conn *c);
 static void conn_maybe_finish(struct conn *c);
+static void conn_break(struct conn *c, const char *reason);
 static void conn_send(struct conn *c);
 static void request_dispatch(struct request *rq);
 
@@ -182,12 +196,23 @@ static struct tx *tx_new(size_t n_iov, size_t hdr_bytes)
 
 static void tx_queue(struct conn *c, struct tx *t)
 {
+	if (!c->tx_head)
+		c->send_progress = now_sec();
 	if (c->tx_tail)
 		c->tx_tail->next = t;
 	else
 		c->tx_head = t;
 	c->tx_tail = t;
 	conn_send(c);
+}
+
+/* Takes up input again after a pause, if whatever caused it has eased. */
+static void conn_resume(struct conn *c)
+{
+	if (c->paused && !c->closing) {
+		c->paused = false;
+		conn_process_input(c);
+	}
 }
 
 static void request_free(struct request *rq)
@@ -202,17 +227,16 @@ static void request_free(struct request *rq)
 	free(rq->buf);
 	free(rq->bs);
 	free(rq);
-	if (c->paused && !c->closing) {
-		c->paused = false;
-		conn_process_input(c);
-	}
+	conn_resume(c);
 }
 
-static void tx_free(struct tx *t)
+static void tx_free(struct conn *c, struct tx *t)
 {
+	c->tx_bytes -= t->owned;
 	if (t->rq)
 		request_free(t->rq);
 	free(t);
+	conn_resume(c);
 }
 
 static int wire_error(int err)
@@ -229,7 +253,7 @@ static void reply_error(struct request *rq, int err)
 	int n;
 
 	if (!t) {
-		c->broken = true;
+		conn_break(c, "out of memory");
 		request_free(rq);
 		return;
 	}
@@ -251,7 +275,7 @@ static void reply_ok(struct request *rq)
 	struct tx *t = tx_new(1, NBD_SIMPLE_REPLY_BYTES);
 
 	if (!t) {
-		rq->c->broken = true;
+		conn_break(rq->c, "out of memory");
 		request_free(rq);
 		return;
 	}
@@ -267,7 +291,7 @@ static void reply_block_status(struct request *rq)
 	struct tx *t = tx_new(1, 0);
 
 	if (!t) {
-		rq->c->broken = true;
+		conn_break(rq->c, "out of memory");
 		request_free(rq);
 		return;
 	}
@@ -290,7 +314,7 @@ static void reply_read(struct request *rq)
 	uint8_t *h;
 
 	if (!t) {
-		c->broken = true;
+		conn_break(c, "out of memory");
 		request_free(rq);
 		return;
 	}
@@ -527,12 +551,16 @@ static void job_done(struct exec_job *job)
 	struct worker *w = rq->c->w;
 	uint64_t one = 1;
 
+	/*
+	 * Under the lock: once rq is visible the worker may finish it and
+	 * exit, and worker_join() takes the lock before freeing w.
+	 */
 	pthread_mutex_lock(&w->done_lock);
 	rq->done_next = w->done_head;
 	w->done_head = rq;
-	pthread_mutex_unlock(&w->done_lock);
 	if (write(w->efd, &one, sizeof(one)) < 0)
 		log_error("worker %u: eventfd write failed: %s", w->id, strerror(errno));
+	pthread_mutex_unlock(&w->done_lock);
 }
 
 static void submit_job(struct request *rq, enum stage stage)
@@ -769,11 +797,9 @@ static void on_send(struct conn *c, int res)
 
 	c->send_armed = false;
 	if (res <= 0) {
-		if (!c->broken && !c->close_reason)
-			c->close_reason = res == 0 ? "send returned nothing" : strerror(-res);
-		c->broken = true;
-		c->closing = true;
+		conn_break(c, res == 0 ? "send returned nothing" : strerror(-res));
 	} else {
+		c->send_progress = now_sec();
 		while (t->cur < t->n_iov && left >= t->iov[t->cur].iov_len)
 			left -= t->iov[t->cur++].iov_len;
 		if (t->cur < t->n_iov) {
@@ -783,7 +809,7 @@ static void on_send(struct conn *c, int res)
 			c->tx_head = t->next;
 			if (!c->tx_head)
 				c->tx_tail = NULL;
-			tx_free(t);
+			tx_free(c, t);
 		}
 	}
 	conn_send(c);
@@ -881,7 +907,8 @@ static void conn_process_input(struct conn *c)
 	struct tx *t;
 
 	while (!c->closing) {
-		if (!c->cur_write && proto_server_in_transmission(c->ps) && over_limits(c)) {
+		if (!c->cur_write && (c->tx_bytes >= CONN_MAX_QUEUED_REPLY_BYTES ||
+		                      (proto_server_in_transmission(c->ps) && over_limits(c)))) {
 			c->paused = true;
 			break;
 		}
@@ -893,11 +920,12 @@ static void conn_process_input(struct conn *c)
 		case PROTO_ACT_SEND:
 			t = tx_new(1, act.send.len);
 			if (!t) {
-				c->broken = c->closing = true;
-				c->close_reason = "out of memory";
+				conn_break(c, "out of memory");
 				break;
 			}
 			memcpy(t->hdr, act.send.data, act.send.len);
+			c->tx_bytes += act.send.len;
+			t->owned = act.send.len;
 			t->iov[0] = (struct iovec){t->hdr, act.send.len};
 			t->n_iov = 1;
 			tx_queue(c, t);
@@ -909,8 +937,7 @@ static void conn_process_input(struct conn *c)
 			struct request *rq = request_new(c, &act.request);
 
 			if (!rq) {
-				c->broken = c->closing = true;
-				c->close_reason = "out of memory";
+				conn_break(c, "out of memory");
 				break;
 			}
 			if (act.request.type == NBD_CMD_WRITE)
@@ -950,11 +977,13 @@ static void on_recv(struct conn *c, int res)
 {
 	c->recv_armed = false;
 	if (res <= 0) {
-		if (!c->closing && !c->close_reason)
-			c->close_reason = res == 0 ? "peer closed the connection" : strerror(-res);
-		c->closing = true;
-		if (res < 0)
-			c->broken = true;
+		if (res < 0) {
+			conn_break(c, strerror(-res));
+		} else {
+			if (!c->closing && !c->close_reason)
+				c->close_reason = "peer closed the connection";
+			c->closing = true;
+		}
 		conn_maybe_finish(c);
 		return;
 	}
@@ -987,6 +1016,21 @@ static void conn_free(struct conn *c)
 	free(c);
 }
 
+/*
+ * The connection cannot go on: drop its replies and shut the socket down
+ * at once, so that a send or recv the peer leaves hanging returns.
+ */
+static void conn_break(struct conn *c, const char *reason)
+{
+	if (!c->close_reason)
+		c->close_reason = reason;
+	c->broken = c->closing = true;
+	if (!c->shutdown) {
+		shutdown(c->fd, SHUT_RDWR);
+		c->shutdown = true;
+	}
+}
+
 /* Frees queued replies, except one the kernel is sending from. */
 static void drop_unsent(struct conn *c)
 {
@@ -996,7 +1040,7 @@ static void drop_unsent(struct conn *c)
 		struct tx *t = *pp;
 
 		*pp = t->next;
-		tx_free(t);
+		tx_free(c, t);
 	}
 	c->tx_tail = c->send_armed ? c->tx_head : NULL;
 }
@@ -1028,59 +1072,86 @@ static void conn_maybe_finish(struct conn *c)
 		conn_free(c);
 }
 
+/* Names the peer: its IP address, or "local" for the unix socket; -1 if TCP gives none. */
+static int peer_name(int fd, int listener, char *out, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int one = 1;
+
+	if (listener == 1) {
+		snprintf(out, len, "local");
+		return 0;
+	}
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return -1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (ss.ss_family == AF_INET)
+		return inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out,
+		                 (socklen_t)len)
+		           ? 0
+		           : -1;
+	if (ss.ss_family == AF_INET6)
+		return inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out,
+		                 (socklen_t)len)
+		           ? 0
+		           : -1;
+	return -1;
+}
+
+/* At most one line a second about refused connections, whatever a client does. */
+static void log_refusal(const char *why)
+{
+	static atomic_llong last;
+	time_t now = now_sec();
+
+	if (atomic_exchange(&last, now) != now)
+		log_warn("refusing connections: %s", why);
+}
+
 static void conn_new(struct worker *w, int fd, int listener)
 {
 	struct daemon *d = w->d;
 	struct proto_server_config cfg = {.lookup = conn_lookup, .list = conn_list};
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
+	char peer[STORE_PEER_MAX];
 	struct conn *c;
 
+	if (peer_name(fd, listener, peer, sizeof(peer)) < 0) {
+		/* A TCP peer without an address cannot be told apart from others. */
+		log_refusal("a TCP peer without an address");
+		close(fd);
+		return;
+	}
 	if (atomic_fetch_add(&d->connections, 1) >= MAX_CONNECTIONS) {
 		atomic_fetch_sub(&d->connections, 1);
-		log_warn("refusing a connection: %u connections open", MAX_CONNECTIONS);
+		log_refusal("the connection limit is reached");
 		close(fd);
 		return;
 	}
 	c = calloc(1, sizeof(*c));
-	if (!c || !(c->rbuf = malloc(RECV_BUFFER_BYTES))) {
-		free(c);
-		atomic_fetch_sub(&d->connections, 1);
-		close(fd);
-		return;
-	}
 	cfg.opaque = c;
-	if (proto_server_new(&cfg, &c->ps) < 0) {
-		free(c->rbuf);
+	if (!c || !(c->rbuf = malloc(RECV_BUFFER_BYTES)) || proto_server_new(&cfg, &c->ps) < 0) {
+		if (c)
+			free(c->rbuf);
 		free(c);
 		atomic_fetch_sub(&d->connections, 1);
+		log_refusal("out of memory");
 		close(fd);
 		return;
 	}
 	c->w = w;
 	c->fd = fd;
 	c->id = atomic_fetch_add(&d->next_conn_id, 1) + 1;
-	c->opened = time(NULL);
+	c->opened = c->send_progress = now_sec();
 	c->recv_op.kind = UOP_RECV;
 	c->send_op.kind = UOP_SEND;
-	snprintf(c->peer, sizeof(c->peer), "local");
-	if (listener == 0 && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-		int one = 1;
-
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (ss.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer,
-			          sizeof(c->peer));
-		else if (ss.ss_family == AF_INET6)
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->peer,
-			          sizeof(c->peer));
-	}
+	memcpy(c->peer, peer, sizeof(peer));
 	c->next = w->conns;
 	if (w->conns)
 		w->conns->prev = c;
 	w->conns = c;
 	w->n_conns++;
-	log_info("connection %llu from %s opened", (unsigned long long)c->id, c->peer);
+	log_debug("connection %llu from %s opened", (unsigned long long)c->id, c->peer);
 	conn_process_input(c);
 	conn_maybe_finish(c);
 }
@@ -1120,6 +1191,7 @@ static void arm_timer(struct worker *w)
 static void begin_stop(struct worker *w)
 {
 	w->stopping = true;
+	w->stop_started = now_sec();
 	for (int i = 0; i < 2; i++) {
 		if (w->listeners[i].armed) {
 			struct io_uring_sqe *sqe = get_sqe(w);
@@ -1137,19 +1209,24 @@ static void begin_stop(struct worker *w)
 
 static void on_timer(struct worker *w)
 {
-	time_t now = time(NULL);
+	time_t now = now_sec();
 
+	for (int i = 0; i < 2; i++)
+		arm_accept(w, i); /* after an accept error, retried once a second */
 	for (struct conn *c = w->conns, *next; c; c = next) {
 		next = c->next;
 		if (!c->closing && !proto_server_in_transmission(c->ps) &&
-		    now - c->opened >= HANDSHAKE_TIMEOUT_SEC) {
-			c->closing = c->broken = true;
-			c->close_reason = "handshake timed out";
-			conn_maybe_finish(c);
-		}
+		    now - c->opened >= HANDSHAKE_TIMEOUT_SEC)
+			conn_break(c, "handshake timed out");
+		else if (c->tx_head && now - c->send_progress >= SEND_STALL_TIMEOUT_SEC)
+			conn_break(c, "client stopped reading replies");
+		else if (w->stopping && now - w->stop_started >= STOP_GRACE_SEC)
+			conn_break(c, "server stopping");
+		else if (c->paused && !c->closing)
+			conn_resume(c); /* a daemon-wide limit may have eased */
+		conn_maybe_finish(c);
 	}
-	if (!w->stopping)
-		arm_timer(w);
+	arm_timer(w);
 }
 
 static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
@@ -1168,10 +1245,13 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 				close(cqe->res);
 			else
 				conn_new(w, cqe->res, l->idx);
-		} else if (cqe->res != -ECANCELED && cqe->res != -EINTR) {
+			arm_accept(w, l->idx);
+		} else if (cqe->res == -EINTR || cqe->res == -ECONNABORTED) {
+			arm_accept(w, l->idx);
+		} else if (cqe->res != -ECANCELED) {
+			/* EMFILE and friends: the timer tries again in a second. */
 			log_warn("accept failed: %s", strerror(-cqe->res));
 		}
-		arm_accept(w, l->idx);
 		break;
 	case UOP_RECV:
 		on_recv(container_of(u, struct conn, recv_op), cqe->res);
@@ -1214,8 +1294,11 @@ static void *worker_main(void *arg)
 		int rc = io_uring_submit_and_wait(&w->ring, 1);
 
 		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-			log_error("worker %u: io_uring_submit_and_wait: %s", w->id, strerror(-rc));
-			break;
+			/* Connections and jobs refer to this loop: stopping as a crash would is
+			 * safe. */
+			log_error("worker %u: io_uring_submit_and_wait: %s; aborting", w->id,
+			          strerror(-rc));
+			abort();
 		}
 		io_uring_for_each_cqe(&w->ring, head, cqe)
 		{
@@ -1229,6 +1312,7 @@ static void *worker_main(void *arg)
 
 int worker_start(struct daemon *d, unsigned id, struct worker **out)
 {
+	struct io_uring_params params = {0};
 	struct worker *w = calloc(1, sizeof(*w));
 	int rc;
 
@@ -1242,7 +1326,10 @@ int worker_start(struct daemon *d, unsigned id, struct worker **out)
 		rc = -errno;
 		goto out_free;
 	}
-	rc = io_uring_queue_init(RING_ENTRIES, &w->ring, 0);
+	/* A roomy completion queue: requests in flight are bounded per connection, not per ring. */
+	params.flags = IORING_SETUP_CQSIZE;
+	params.cq_entries = RING_CQ_ENTRIES;
+	rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &params);
 	if (rc < 0)
 		goto out_efd;
 	rc = -pthread_create(&w->thread, NULL, worker_main, w);
@@ -1272,6 +1359,8 @@ void worker_wake(struct worker *w)
 void worker_join(struct worker *w)
 {
 	pthread_join(w->thread, NULL);
+	pthread_mutex_lock(&w->done_lock); /* a pool thread may still be in job_done() */
+	pthread_mutex_unlock(&w->done_lock);
 	io_uring_queue_exit(&w->ring);
 	close(w->efd);
 	pthread_mutex_destroy(&w->done_lock);

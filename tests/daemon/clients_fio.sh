@@ -86,7 +86,7 @@ grep -q 'verify' write.err && fail "fio reported verify trouble: $(cat write.err
 written=$(/usr/bin/python3 -c 'import json, sys
 print(sum(j["write"]["io_bytes"] for j in json.load(open(sys.argv[1]))["jobs"]))' write.json)
 [[ $written == $((32 << 20)) ]] || fail "fio wrote $written bytes, not 32 MiB"
-conns=$(grep -c 'connection.*open' "$BLOCKD_LOG" || true)
+conns=$(grep -c 'connection [0-9]* from .*: export ' "$BLOCKD_LOG" || true)
 ((conns >= 4)) || fail "four fio jobs made $conns connections"
 
 rc=0

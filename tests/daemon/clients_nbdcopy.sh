@@ -8,9 +8,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need nbdcopy qemu-io dd cmp
 
-# connections: how many connections blockd has logged as opened so far.
+# connections: how many connections blockd has logged as attached to an export so far.
 connections() {
-	grep -c 'connection.*open' "$BLOCKD_LOG" || true
+	grep -c 'connection [0-9]* from .*: export ' "$BLOCKD_LOG" || true
 }
 
 new_volume data vol 64M

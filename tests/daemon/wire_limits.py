@@ -10,7 +10,13 @@ Usage: wire_limits.py UNIX-SOCKET EXPORT BLOCKD-PID
   cookies included) with the right data.
 - EOF with requests in flight, EOF in the middle of a WRITE payload, and
   requests after NBD_CMD_DISC leave the daemon serving.
+- A client that sends cheap options (NBD_OPT_LIST) and reads no reply
+  cannot make the daemon queue replies without bound.
+- Last, with such a client still connected and replies unread, SIGTERM
+  still makes the daemon exit (the caller checks the status).
 """
+import os
+import signal
 import socket
 import struct
 import sys
@@ -184,4 +190,56 @@ if rest:
     fail("the daemon answered a request sent after NBD_CMD_DISC")
 s.close()
 still_serves()
+
+# Handshake amplification: 1M LIST options (16 MiB) without reading.
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(SOCK)
+recv_exact(s, 18)
+s.sendall(struct.pack(">I", 3))
+base = rss_kib()
+blob = struct.pack(">QII", IHAVEOPT, 3, 0) * (1 << 20)
+s.setblocking(False)
+sent = 0
+deadline = time.monotonic() + 10
+while sent < len(blob) and time.monotonic() < deadline:
+    try:
+        sent += s.send(blob[sent:])
+    except BlockingIOError:
+        time.sleep(0.02)
+time.sleep(0.5)
+grown = rss_kib() - base
+print("LIST options sent: %d; RSS growth with replies unread: %d KiB" % (sent // 16, grown))
+if grown > 32 * 1024:
+    fail("blockd queued %d KiB of option replies for a client that reads none" % grown)
+s.close()
+still_serves()
+
+# A stuck client holding replies, then SIGTERM: the daemon must still exit.
+stuck, _ = connect()
+stuck.setblocking(False)
+blob = b"".join(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, i, 0, 1 << 20)
+                for i in range(500))
+try:
+    stuck.send(blob)
+except BlockingIOError:
+    pass
+time.sleep(0.5)
+os.kill(PID, signal.SIGTERM)
+
+
+def exited():
+    try:
+        with open("/proc/%d/status" % PID) as f:
+            return any(line.startswith("State:") and "Z" in line for line in f)
+    except FileNotFoundError:
+        return True
+
+
+# Keep the stuck socket open (unread) until the daemon is gone.
+deadline = time.monotonic() + 90
+while not exited() and time.monotonic() < deadline:
+    time.sleep(0.1)
+if not exited():
+    fail("blockd did not exit after SIGTERM while a client read no replies")
+stuck.close()
 print("ok")
