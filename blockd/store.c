@@ -13,40 +13,39 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fileio.h"
 #include "log.h"
 #include "qcow.h"
 #include "store.h"
+#include "store_internal.h"
 
-struct snap_view {
-	char name[STORE_NAME_MAX + 1];
-	struct export_image e;
-	struct snap_view *next;
+const unsigned stats_bucket_us[STATS_BUCKETS - 1] = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 1000000,
 };
 
-struct volume {
-	char name[STORE_NAME_MAX + 1];
-	char description[STORE_NAME_MAX + 64];
-	char path[PATH_MAX];
-	struct export_image main;
-	/* Names of the image's snapshots that are valid export names. */
-	char (*snap_names)[STORE_NAME_MAX + 1];
-	uint32_t n_snaps;
-	struct snap_view *views;
-	char writer[STORE_PEER_MAX];
-	unsigned writers; /* connections attached read-write */
-	struct volume *next;
-};
+void export_quiesce(struct export_image *e)
+{
+	while (atomic_load(&e->fast_inflight) > 0) {
+		struct timespec ts = {0, 20000};
 
-struct store {
-	pthread_mutex_t lock;
-	char volumes_dir[PATH_MAX];
-	uint64_t cache_bytes;
-	struct volume *volumes;
-	size_t n_volumes;
-};
+		nanosleep(&ts, NULL);
+	}
+}
+
+int sync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
 
 bool store_valid_name(const char *name, size_t len)
 {
@@ -96,7 +95,7 @@ static int image_open(struct export_image *e, const char *path, int fd, const ch
 	return 0;
 }
 
-static int image_close(struct export_image *e, const char *what)
+int image_close(struct export_image *e, const char *what)
 {
 	int rc = qcow_close(e->img);
 
@@ -107,7 +106,7 @@ static int image_close(struct export_image *e, const char *what)
 }
 
 /* Reads the snapshot names of vol's image (caller holds nothing else on it). */
-static int load_snap_names(struct volume *vol)
+int load_snap_names(struct volume *vol)
 {
 	uint32_t n = qcow_snapshot_count(vol->main.img), kept = 0;
 	struct qcow_snapshot_info si;
@@ -136,7 +135,7 @@ static int load_snap_names(struct volume *vol)
 	return 0;
 }
 
-static struct volume *find_volume(struct store *st, const char *name, size_t len)
+struct volume *find_volume(struct store *st, const char *name, size_t len)
 {
 	for (struct volume *v = st->volumes; v; v = v->next)
 		if (strlen(v->name) == len && memcmp(v->name, name, len) == 0)
@@ -145,7 +144,7 @@ static struct volume *find_volume(struct store *st, const char *name, size_t len
 }
 
 /* Opens (and repairs, if its dirty bit says so) one volume; links nothing. */
-static int open_volume(const struct store *st, const char *name, struct volume **out)
+int open_volume(const struct store *st, const char *name, struct volume **out)
 {
 	char err[512];
 	struct volume *vol = calloc(1, sizeof(*vol));
@@ -214,6 +213,11 @@ static int scan(struct store *st)
 		struct volume *vol;
 		bool known;
 
+		if (de->d_name[0] == '.' && strstr(de->d_name, ".tmp")) {
+			/* A create or clone that a crash interrupted: never a volume. */
+			unlinkat(dirfd(d), de->d_name, 0);
+			continue;
+		}
 		if (len <= 6 || strcmp(de->d_name + len - 6, ".qcow2") != 0)
 			continue;
 		len -= 6;
@@ -231,9 +235,7 @@ static int scan(struct store *st)
 		if (open_volume(st, de->d_name, &vol) < 0)
 			continue;
 		pthread_mutex_lock(&st->lock);
-		vol->next = st->volumes;
-		st->volumes = vol;
-		st->n_volumes++;
+		link_volume(st, vol);
 		pthread_mutex_unlock(&st->lock);
 		added++;
 	}
@@ -250,10 +252,20 @@ int store_open(const struct store_config *cfg, struct store **out)
 		return -ENOMEM;
 	pthread_mutex_init(&st->lock, NULL);
 	st->cache_bytes = cfg->cache_bytes;
-	if ((size_t)snprintf(st->volumes_dir, sizeof(st->volumes_dir), "%s/volumes",
-	                     cfg->data_dir) >= sizeof(st->volumes_dir)) {
+	if ((size_t)snprintf(st->data_dir, sizeof(st->data_dir), "%s", cfg->data_dir) >=
+	        sizeof(st->data_dir) ||
+	    (size_t)snprintf(st->volumes_dir, sizeof(st->volumes_dir), "%s/volumes",
+	                     cfg->data_dir) >= sizeof(st->volumes_dir) ||
+	    (size_t)snprintf(st->bases_dir, sizeof(st->bases_dir), "%s/bases", cfg->data_dir) >=
+	        sizeof(st->bases_dir)) {
 		free(st);
 		return -ENAMETOOLONG;
+	}
+	if (mkdir(st->bases_dir, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		log_error("cannot create %s: %s", st->bases_dir, strerror(errno));
+		free(st);
+		return rc;
 	}
 	if (mkdir(st->volumes_dir, 0700) < 0 && errno != EEXIST) {
 		rc = -errno;
@@ -273,6 +285,27 @@ int store_open(const struct store_config *cfg, struct store **out)
 int store_rescan(struct store *st)
 {
 	return scan(st);
+}
+
+/* Closes a volume that is no longer linked (views, image, descriptor) and frees it. */
+void free_volume(struct volume *vol)
+{
+	while (vol->views) {
+		struct snap_view *sv = vol->views;
+
+		vol->views = sv->next;
+		image_close(&sv->e, vol->name);
+		free(sv);
+	}
+	free(vol->snap_names);
+	free(vol);
+}
+
+void link_volume(struct store *st, struct volume *vol)
+{
+	vol->next = st->volumes;
+	st->volumes = vol;
+	st->n_volumes++;
 }
 
 int store_close(struct store *st)
@@ -296,8 +329,7 @@ int store_close(struct store *st)
 		else if (rc == 0)
 			log_info("volume %s: closed cleanly", vol->name);
 		close(vol->main.fd);
-		free(vol->snap_names);
-		free(vol);
+		free_volume(vol);
 	}
 	pthread_mutex_destroy(&st->lock);
 	free(st);
@@ -323,7 +355,7 @@ static bool has_snapshot(const struct volume *vol, const char *snap, size_t len)
 /*
  * The read-only view of snapshot SNAP of vol, opened on first use.  Called
  * with st->lock held; drops it while opening (a few small reads) and takes
- * it again.  Volumes are never unlinked while the daemon runs, so vol stays.
+ * it again; vol->busy keeps the volume from being deleted meanwhile.
  */
 static struct export_image *snapshot_view(struct store *st, struct volume *vol, const char *snap)
 {
@@ -339,10 +371,12 @@ static struct export_image *snapshot_view(struct store *st, struct volume *vol, 
 	if (!sv)
 		return NULL;
 	snprintf(sv->name, sizeof(sv->name), "%s", snap);
+	vol->busy++;
 	pthread_mutex_unlock(&st->lock);
 	rc = image_open(&sv->e, vol->path, vol->main.fd, sv->name, st->cache_bytes, err,
 	                sizeof(err));
 	pthread_mutex_lock(&st->lock);
+	vol->busy--;
 	if (rc < 0) {
 		log_error("volume %s: cannot open snapshot %s: %s", vol->name, sv->name, err);
 		free(sv);
@@ -359,32 +393,48 @@ static struct export_image *snapshot_view(struct store *st, struct volume *vol, 
 	return &sv->e;
 }
 
-int store_lookup(struct store *st, const char *name, const char *peer, struct proto_export *out,
-                 struct export_image **img, struct volume **volp)
+bool volume_has_writer(const struct volume *vol)
+{
+	for (const struct attachment *a = vol->attachments; a; a = a->next)
+		if (!a->read_only)
+			return true;
+	return false;
+}
+
+static const char *volume_writer(const struct volume *vol)
+{
+	for (const struct attachment *a = vol->attachments; a; a = a->next)
+		if (!a->read_only)
+			return a->peer;
+	return NULL;
+}
+
+/* Finds NAME's export with st->lock held. */
+static int find_export(struct store *st, const char *name, const char *peer,
+                       struct proto_export *out, struct volume **volp, struct export_image **ep)
 {
 	const char *at = strchr(name, '@');
 	size_t vlen = at ? (size_t)(at - name) : strlen(name);
-	struct export_image *e = NULL;
+	struct export_image *e;
 	struct volume *vol;
-	int rc = -ENOENT;
+	const char *writer;
 
 	if (!store_valid_name(name, vlen) || (at && !store_valid_name(at + 1, strlen(at + 1))))
 		return -ENOENT;
-	pthread_mutex_lock(&st->lock);
 	vol = find_volume(st, name, vlen);
 	if (!vol)
-		goto out;
+		return -ENOENT;
 	if (at) {
 		e = snapshot_view(st, vol, at + 1);
 		if (!e)
-			goto out;
+			return -ENOENT;
 	} else {
 		e = &vol->main;
-		if (vol->writers > 0 && strcmp(vol->writer, peer) != 0) {
+		writer = volume_writer(vol);
+		if (writer && strcmp(writer, peer) != 0) {
 			log_info("volume %s: refusing %s, attached read-write by %s", vol->name,
-			         peer, vol->writer);
-			rc = -EPERM;
-			goto out;
+			         peer, writer);
+			return -EPERM;
 		}
 	}
 	*out = (struct proto_export){
@@ -396,12 +446,87 @@ int store_lookup(struct store *st, const char *name, const char *peer, struct pr
 	    .max_block = PROTO_MAX_PAYLOAD,
 	    .description = at ? NULL : vol->description,
 	};
-	*img = e;
 	*volp = vol;
-	rc = 0;
+	*ep = e;
+	return 0;
+}
+
+int store_lookup(struct store *st, const char *name, const char *peer, struct proto_export *out)
+{
+	struct export_image *e;
+	struct volume *vol;
+	int rc;
+
+	pthread_mutex_lock(&st->lock);
+	rc = find_export(st, name, peer, out, &vol, &e);
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
+int store_attach(struct store *st, const char *name, const char *peer, struct proto_export *out,
+                 struct attachment **att)
+{
+	struct export_image *e;
+	struct attachment *a;
+	struct volume *vol;
+	int rc;
+
+	pthread_mutex_lock(&st->lock);
+	rc = find_export(st, name, peer, out, &vol, &e);
+	if (rc < 0)
+		goto out;
+	for (a = vol->attachments; a; a = a->next)
+		if (a->e == e && strcmp(a->peer, peer) == 0)
+			break;
+	if (!a) {
+		a = calloc(1, sizeof(*a));
+		if (!a) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		a->vol = vol;
+		a->e = e;
+		a->read_only = e->read_only;
+		a->since = time(NULL);
+		snprintf(a->export_name, sizeof(a->export_name), "%s", name);
+		snprintf(a->peer, sizeof(a->peer), "%s", peer);
+		a->next = vol->attachments;
+		vol->attachments = a;
+		log_info("volume %s: attached %s by %s", vol->name,
+		         a->read_only ? "read-only" : "read-write", peer);
+	}
+	a->connections++;
+	*att = a;
 out:
 	pthread_mutex_unlock(&st->lock);
 	return rc;
+}
+
+void store_detach(struct store *st, struct attachment *att)
+{
+	struct volume *vol = att->vol;
+
+	pthread_mutex_lock(&st->lock);
+	if (--att->connections == 0) {
+		struct attachment **pp = &vol->attachments;
+
+		while (*pp != att)
+			pp = &(*pp)->next;
+		*pp = att->next;
+		log_info("volume %s: detached by %s", vol->name, att->peer);
+		free(att);
+	}
+	pthread_mutex_unlock(&st->lock);
+}
+
+struct export_image *attachment_image(const struct attachment *att)
+{
+	return att->e;
+}
+
+struct volume_stats *attachment_stats(struct attachment *att)
+{
+	return &att->vol->stats;
 }
 
 int store_list(struct store *st, size_t index, char *buf, size_t buflen)
@@ -422,38 +547,4 @@ int store_list(struct store *st, size_t index, char *buf, size_t buflen)
 	}
 	pthread_mutex_unlock(&st->lock);
 	return found;
-}
-
-int store_attach(struct store *st, struct volume *vol, bool writable, const char *peer)
-{
-	int rc = 0;
-
-	if (!writable)
-		return 0;
-	pthread_mutex_lock(&st->lock);
-	if (vol->writers > 0 && strcmp(vol->writer, peer) != 0) {
-		rc = -EBUSY;
-	} else {
-		if (vol->writers++ == 0) {
-			snprintf(vol->writer, sizeof(vol->writer), "%s", peer);
-			log_info("volume %s: attached read-write by %s", vol->name, peer);
-		}
-	}
-	pthread_mutex_unlock(&st->lock);
-	return rc;
-}
-
-void store_detach(struct store *st, struct volume *vol, bool writable)
-{
-	if (!writable)
-		return;
-	pthread_mutex_lock(&st->lock);
-	if (--vol->writers == 0)
-		log_info("volume %s: detached by %s", vol->name, vol->writer);
-	pthread_mutex_unlock(&st->lock);
-}
-
-const char *store_volume_name(const struct volume *vol)
-{
-	return vol->name;
 }

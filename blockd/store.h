@@ -43,8 +43,31 @@ struct export_image {
 	atomic_uint fast_inflight;
 };
 
+/* Latency buckets of the metrics, upper bounds in microseconds (the last is +Inf). */
+#define STATS_BUCKETS 12
+extern const unsigned stats_bucket_us[STATS_BUCKETS - 1];
+
+enum stats_op { STATS_READ, STATS_WRITE, STATS_FLUSH, STATS_OTHER, STATS_OPS };
+
+/* Per-volume counters for /metrics, updated by the event loops. */
+struct volume_stats {
+	atomic_ullong bytes[STATS_OPS];
+	atomic_ullong ops[STATS_OPS];
+	atomic_ullong errors[STATS_OPS];
+	atomic_ullong latency_us_sum[STATS_OPS];
+	atomic_ullong latency[STATS_OPS][STATS_BUCKETS];
+};
+
 struct volume;
 struct store;
+struct attachment;
+
+/*
+ * Waits until no ring I/O mapped before is in flight on e; the caller holds
+ * e->lock, so nothing new can be mapped.  Needed before anything that frees
+ * clusters or makes them shared (discard, zeroing, snapshots).
+ */
+void export_quiesce(struct export_image *e);
 
 struct store_config {
 	const char *data_dir;
@@ -54,7 +77,7 @@ struct store_config {
 /* True when NAME (len bytes) is a valid volume or snapshot name. */
 bool store_valid_name(const char *name, size_t len);
 
-/* Creates DIR/volumes if needed and opens every volume found. */
+/* Creates DIR/volumes and DIR/bases if needed and opens every volume found. */
 int store_open(const struct store_config *cfg, struct store **out);
 
 /* Opens volumes that appeared since the last scan; returns how many. */
@@ -64,25 +87,25 @@ int store_rescan(struct store *st);
 int store_close(struct store *st);
 
 /*
- * Export lookup for proto: fills *out and *img for NAME or NAME@SNAP.
- * -ENOENT for unknown or invalid names, -EPERM when PEER may not write it
- * because another peer holds it.
+ * Export lookup for proto (OPT_INFO, OPT_GO): fills *out for NAME or
+ * NAME@SNAP.  -ENOENT for unknown or invalid names, -EPERM when PEER may
+ * not write it because another peer holds it.
  */
-int store_lookup(struct store *st, const char *name, const char *peer, struct proto_export *out,
-                 struct export_image **img, struct volume **vol);
+int store_lookup(struct store *st, const char *name, const char *peer, struct proto_export *out);
+
+/*
+ * Looks NAME up and attaches a connection from PEER to it, in one step: a
+ * writable export claims the volume for PEER.  Same errors as
+ * store_lookup().  Every successful attach is paired with a detach; while
+ * attached the volume and export stay.
+ */
+int store_attach(struct store *st, const char *name, const char *peer, struct proto_export *out,
+                 struct attachment **att);
+void store_detach(struct store *st, struct attachment *att);
+struct export_image *attachment_image(const struct attachment *att);
+struct volume_stats *attachment_stats(struct attachment *att);
 
 /* NBD_OPT_LIST entry INDEX: 1 and the name in buf, 0 past the end. */
 int store_list(struct store *st, size_t index, char *buf, size_t buflen);
-
-/*
- * Attaches a connection from PEER to an export found by store_lookup():
- * a writable one claims the volume for PEER.  -EBUSY if another peer
- * claimed it meanwhile.  Every successful attach is paired with a detach.
- */
-int store_attach(struct store *st, struct volume *vol, bool writable, const char *peer);
-void store_detach(struct store *st, struct volume *vol, bool writable);
-
-/* The volume's name, for logs. */
-const char *store_volume_name(const struct volume *vol);
 
 #endif

@@ -100,7 +100,8 @@ struct request {
 	unsigned n_segs;
 	struct seg segs[REQUEST_MAX_SEGMENTS];
 	struct io_op ops[REQUEST_MAX_SEGMENTS];
-	uint8_t *bs; /* encoded BLOCK_STATUS chunk */
+	int64_t started; /* CLOCK_MONOTONIC microseconds, for the latency metrics */
+	uint8_t *bs;     /* encoded BLOCK_STATUS chunk */
 	int bs_len;
 	struct request *done_next;
 };
@@ -121,10 +122,11 @@ struct conn {
 	size_t tx_bytes;      /* queued reply bytes not backed by a request */
 	time_t send_progress; /* when the reply queue last moved */
 	/* The export, once transmission began. */
+	struct attachment *att;
 	struct export_image *e;
-	struct volume *vol;
+	struct volume_stats *stats;
 	char export_name[2 * STORE_NAME_MAX + 2];
-	bool attached, writable, structured;
+	bool writable, structured;
 	uint32_t context_id;
 	struct request *cur_write; /* receiving its payload */
 	unsigned inflight;
@@ -157,6 +159,14 @@ struct worker {
 	bool stopping;
 	time_t stop_started;
 };
+
+static int64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 static time_t now_sec(void)
 {
@@ -373,11 +383,44 @@ static const char *cmd_name(uint16_t type)
 	}
 }
 
+static enum stats_op stats_op(uint16_t type)
+{
+	switch (type) {
+	case NBD_CMD_READ:
+		return STATS_READ;
+	case NBD_CMD_WRITE:
+		return STATS_WRITE;
+	case NBD_CMD_FLUSH:
+		return STATS_FLUSH;
+	default:
+		return STATS_OTHER;
+	}
+}
+
+static void account(struct request *rq)
+{
+	struct volume_stats *st = rq->c->stats;
+	enum stats_op op = stats_op(rq->r.type);
+	uint64_t us = (uint64_t)(now_usec() - rq->started);
+	unsigned b = 0;
+
+	while (b < STATS_BUCKETS - 1 && us > stats_bucket_us[b])
+		b++;
+	atomic_fetch_add_explicit(&st->ops[op], 1, memory_order_relaxed);
+	if (op == STATS_READ || op == STATS_WRITE)
+		atomic_fetch_add_explicit(&st->bytes[op], rq->r.length, memory_order_relaxed);
+	if (rq->err < 0)
+		atomic_fetch_add_explicit(&st->errors[op], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&st->latency_us_sum[op], us, memory_order_relaxed);
+	atomic_fetch_add_explicit(&st->latency[op][b], 1, memory_order_relaxed);
+}
+
 /* Every request ends here, on its connection's loop. */
 static void request_complete(struct request *rq)
 {
 	struct conn *c = rq->c;
 
+	account(rq);
 	if (rq->err < 0) {
 		/* A FAST_ZERO refusal is an answer, not a failure. */
 		if (!(rq->err == -ENOTSUP && rq->r.type == NBD_CMD_WRITE_ZEROES))
@@ -401,15 +444,6 @@ static void request_complete(struct request *rq)
 }
 
 /* ------------------------------------------------------- blocking jobs */
-
-static void wait_fast_drained(struct export_image *e)
-{
-	while (atomic_load(&e->fast_inflight) > 0) {
-		struct timespec ts = {0, 20000};
-
-		nanosleep(&ts, NULL);
-	}
-}
 
 /* A run of zeros or unallocated space reads as a hole. */
 static bool extent_is_hole(const struct qcow_extent *x)
@@ -518,13 +552,13 @@ static void job_run(struct exec_job *job)
 		rc = qcow_flush(e->img);
 		break;
 	case NBD_CMD_TRIM:
-		wait_fast_drained(e);
+		export_quiesce(e);
 		rc = qcow_discard(e->img, r->offset, r->length);
 		if (rc == 0 && (r->flags & NBD_CMD_FLAG_FUA))
 			rc = qcow_flush(e->img);
 		break;
 	case NBD_CMD_WRITE_ZEROES:
-		wait_fast_drained(e);
+		export_quiesce(e);
 		zflags = (r->flags & NBD_CMD_FLAG_NO_HOLE) ? 0 : QCOW_ZERO_MAY_UNMAP;
 		if (r->flags & NBD_CMD_FLAG_FAST_ZERO)
 			zflags |= QCOW_ZERO_FAST;
@@ -745,11 +779,9 @@ static void request_dispatch(struct request *rq)
 static int conn_lookup(void *opaque, const char *name, size_t len, struct proto_export *out)
 {
 	struct conn *c = opaque;
-	struct export_image *e;
-	struct volume *vol;
 
 	(void)len;
-	return store_lookup(c->w->d->store, name, c->peer, out, &e, &vol);
+	return store_lookup(c->w->d->store, name, c->peer, out);
 }
 
 static int conn_list(void *opaque, size_t index, const char **name, const char **description)
@@ -826,6 +858,7 @@ static struct request *request_new(struct conn *c, const struct proto_request *r
 		return NULL;
 	rq->c = c;
 	rq->r = *r;
+	rq->started = now_usec();
 	if (data) {
 		/* Page-aligned, so that large writes can go to the O_DIRECT descriptor. */
 		rq->buf = aligned_alloc(FILEIO_DIRECT_ALIGN, (r->length + FILEIO_DIRECT_ALIGN - 1) &
@@ -878,21 +911,18 @@ static void conn_start_export(struct conn *c, const struct proto_action *act)
 	struct proto_export info;
 	int rc;
 
-	rc = store_lookup(d->store, act->export.name, c->peer, &info, &c->e, &c->vol);
-	if (rc == 0) {
-		c->writable = !info.read_only;
-		rc = store_attach(d->store, c->vol, c->writable, c->peer);
-	}
+	rc = store_attach(d->store, act->export.name, c->peer, &info, &c->att);
 	if (rc < 0) {
 		log_warn("connection %llu from %s: export %s went away or was taken during the "
 		         "handshake",
 		         (unsigned long long)c->id, c->peer, act->export.name);
-		c->e = NULL;
 		c->closing = true;
 		c->close_reason = "export unavailable";
 		return;
 	}
-	c->attached = true;
+	c->e = attachment_image(c->att);
+	c->stats = attachment_stats(c->att);
+	c->writable = !info.read_only;
 	c->structured = act->export.structured;
 	c->context_id = act->export.context_id;
 	snprintf(c->export_name, sizeof(c->export_name), "%s", act->export.name);
@@ -997,8 +1027,8 @@ static void conn_free(struct conn *c)
 	struct worker *w = c->w;
 	struct daemon *d = w->d;
 
-	if (c->attached)
-		store_detach(d->store, c->vol, c->writable);
+	if (c->att)
+		store_detach(d->store, c->att);
 	log_info("connection %llu from %s closed (%s, %llu requests)", (unsigned long long)c->id,
 	         c->peer, c->close_reason ? c->close_reason : "server stopping",
 	         (unsigned long long)c->requests);
