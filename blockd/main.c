@@ -27,6 +27,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "daemon.h"
 #include "exec.h"
 #include "log.h"
@@ -196,9 +197,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 	return 0;
 }
 
-static int listen_tcp(const char *spec)
+static int listen_tcp(const char *spec, char *shown, size_t shown_len)
 {
-	char host[256], port[16], shown[300];
+	char host[256], port[16];
 	const char *colon = strrchr(spec, ':');
 	struct addrinfo hints = {.ai_family = AF_UNSPEC,
 	                         .ai_socktype = SOCK_STREAM,
@@ -250,13 +251,13 @@ static int listen_tcp(const char *spec)
 
 			inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
 			p = ntohs(in->sin_port);
-			snprintf(shown, sizeof(shown), "%s:%u", addr, p);
+			snprintf(shown, shown_len, "%s:%u", addr, p);
 		} else {
 			struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
 
 			inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
 			p = ntohs(in6->sin6_port);
-			snprintf(shown, sizeof(shown), "[%s]:%u", addr, p);
+			snprintf(shown, shown_len, "[%s]:%u", addr, p);
 		}
 		log_info("listening on %s", shown);
 	}
@@ -350,7 +351,8 @@ int main(int argc, char **argv)
 	struct daemon d = {.listen_fd = {-1, -1}};
 	struct store_config scfg;
 	struct worker *workers[MAX_THREADS];
-	char lock_path[PATH_MAX + 16];
+	char lock_path[PATH_MAX + 16], control_path[PATH_MAX + 16], tcp_shown[300] = "";
+	struct control *ctl = NULL;
 	unsigned started = 0;
 	sigset_t set;
 	int lock_fd, rc, status = 0;
@@ -385,7 +387,7 @@ int main(int argc, char **argv)
 	if (rc < 0)
 		return 1;
 	if (strcmp(o.listen, "none") != 0) {
-		d.listen_fd[0] = listen_tcp(o.listen);
+		d.listen_fd[0] = listen_tcp(o.listen, tcp_shown, sizeof(tcp_shown));
 		if (d.listen_fd[0] < 0) {
 			store_close(d.store);
 			return 1;
@@ -408,7 +410,11 @@ int main(int argc, char **argv)
 		store_close(d.store);
 		return 1;
 	}
-	for (; started < o.threads; started++) {
+	snprintf(control_path, sizeof(control_path), "%s/control.sock", o.data_dir);
+	if (control_start(d.store, &d, control_path, tcp_shown[0] ? tcp_shown : NULL, o.socket_path,
+	                  &ctl) < 0)
+		status = 1;
+	for (; status == 0 && started < o.threads; started++) {
 		rc = worker_start(&d, started, &workers[started]);
 		if (rc < 0) {
 			log_error("cannot start worker %u: %s", started, strerror(-rc));
@@ -422,6 +428,8 @@ int main(int argc, char **argv)
 			status = 1;
 	}
 
+	if (ctl)
+		control_stop(ctl);
 	atomic_store(&d.stopping, true);
 	for (unsigned i = 0; i < started; i++)
 		worker_wake(workers[i]);

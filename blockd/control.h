@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * control.h - the control API server (HTTP + JSON on a unix socket).
+ */
+#ifndef BLOCKD_CONTROL_H
+#define BLOCKD_CONTROL_H
+
+#include "daemon.h"
+#include "store.h"
+
+struct control;
+
+/*
+ * Listens on PATH (mode 0600) and serves the API on a thread of its own.
+ * nbd_tcp ("HOST:PORT", or NULL without TCP) and nbd_socket go into the
+ * NBD URIs the API shows.
+ */
+int control_start(struct store *st, struct daemon *d, const char *path, const char *nbd_tcp,
+                  const char *nbd_socket, struct control **out);
+/* Stops serving; a call in progress finishes first. */
+void control_stop(struct control *ctl);
+
+#endif
