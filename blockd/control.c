@@ -153,8 +153,10 @@ static json_t *volume_json(struct control *ctl, struct volume *vol, bool details
 	              (json_int_t)vol->main.size, "allocated",
 	              (json_int_t)(fstat(vol->main.fd, &sb) == 0 ? sb.st_blocks * 512 : 0),
 	              "snapshot_count", (json_int_t)info.nb_snapshots, "attachments", atts);
-	json_object_set_new(o, "backing",
-	                    info.backing_path[0] ? json_string(info.backing_path) : json_null());
+	/* The canonical path: clones name their base relative to the volumes folder. */
+	if (info.backing_path[0] && !realpath(info.backing_path, uri))
+		snprintf(uri, sizeof(uri), "%s", info.backing_path);
+	json_object_set_new(o, "backing", info.backing_path[0] ? json_string(uri) : json_null());
 	if (ctl->nbd_tcp[0]) {
 		snprintf(uri, sizeof(uri), "nbd://%s/%s", ctl->nbd_tcp, vol->name);
 		json_object_set_new(o, "nbd_uri", json_string(uri));
@@ -184,8 +186,12 @@ static int send_volume(struct control *ctl, struct MHD_Connection *conn, unsigne
 	struct volume *vol = lookup(ctl, name);
 	json_t *o;
 
-	if (!vol)
-		return send_error(conn, 404, "not_found", "no such volume");
+	if (!vol) {
+		char msg[STORE_NAME_MAX + 32];
+
+		snprintf(msg, sizeof(msg), "no volume %s", name);
+		return send_error(conn, 404, "not_found", msg);
+	}
 	pthread_mutex_lock(&ctl->st->lock);
 	o = volume_json(ctl, vol, true);
 	pthread_mutex_unlock(&ctl->st->lock);
@@ -457,8 +463,10 @@ static int route(struct control *ctl, struct MHD_Connection *conn, const char *u
 	if (n == 4) {
 		struct volume *vol = lookup(ctl, seg[2]);
 
-		if (!vol)
-			return send_error(conn, 404, "not_found", "no such volume");
+		if (!vol) {
+			snprintf(err, sizeof(err), "no volume %s", seg[2]);
+			return send_error(conn, 404, "not_found", err);
+		}
 		if (get)
 			return send_json(conn, 200,
 			                 json_pack("{s:o}", "snapshots", snapshots_json(vol)));

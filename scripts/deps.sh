@@ -7,7 +7,7 @@ packages=(
 	build-essential cmake ninja-build pkg-config clang clang-format
 	libclang-rt-14-dev
 	liburing-dev libfuse3-dev fuse3 libzstd-dev libxxhash-dev zlib1g-dev
-	libcriterion-dev libjansson-dev libmicrohttpd-dev
+	libcriterion-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libnbd-dev
 	qemu-utils
 	libnbd-bin python3-libnbd nbdkit fio qemu-system-x86 cpio
 )

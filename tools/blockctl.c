@@ -3,9 +3,9 @@
  * blockctl.c - the blockctl command line: dispatch to the command groups
  * and the error printing every command uses (see blockctl.h).
  *
- * Only the offline image commands exist so far; the volume, snapshot and
- * attachment commands that talk to blockd's control API will join them as
- * further groups here.
+ * The offline image commands work on files; the volume and snapshot
+ * commands talk to a running blockd (ctl.h), found through the global
+ * options --data-dir and --control given before them.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "blockctl.h"
+#include "ctl.h"
 #include "progress.h"
 
 /* A message longer than this is cut; paths are at most PATH_MAX anyway. */
@@ -82,16 +83,31 @@ static void print_usage(FILE *f)
 	      f);
 	image_print_usage(f);
 	fputs("\n"
+	      "Daemon commands (blockctl [--data-dir DIR] [--control PATH] COMMAND ...):\n",
+	      f);
+	volume_print_usage(f);
+	snapshot_print_usage(f);
+	fputs("\n"
+	      "--data-dir DIR finds blockd's DIR/control.sock and DIR/nbd.sock (default\n"
+	      "/var/lib/blockd as root, else $XDG_STATE_HOME/blockd or ~/.local/state/blockd);\n"
+	      "--control PATH names the control socket itself.\n"
 	      "SIZE takes a K, M, G or T suffix (powers of 1024); plain numbers are bytes.\n",
 	      f);
 }
 
 int main(int argc, char **argv)
 {
-	static const char usage[] =
-	    "blockctl image {create|info|map|convert|resize|snapshot|check} ...";
-	int status;
+	static const char usage[] = "blockctl [--data-dir DIR] [--control PATH] "
+	                            "{image|volume|snapshot} ...";
+	int status, skip;
 
+	skip = ctl_parse_global(argc, argv, &ctl_target, usage);
+	if (skip < 0)
+		return BLOCKCTL_EXIT_USAGE;
+	/* The command group sees itself as argv[1], after the global options. */
+	argv[skip] = argv[0];
+	argc -= skip;
+	argv += skip;
 	if (argc < 2) {
 		cli_usage_error(usage, "missing command");
 		return BLOCKCTL_EXIT_USAGE;
@@ -101,11 +117,16 @@ int main(int argc, char **argv)
 		print_usage(stdout);
 		return fflush(stdout) == 0 ? EXIT_SUCCESS : BLOCKCTL_EXIT_FAILURE;
 	}
-	if (strcmp(argv[1], "image") != 0) {
+	if (strcmp(argv[1], "image") == 0) {
+		status = image_main(argc - 1, argv + 1);
+	} else if (strcmp(argv[1], "volume") == 0) {
+		status = volume_main(argc - 1, argv + 1);
+	} else if (strcmp(argv[1], "snapshot") == 0) {
+		status = snapshot_main(argc - 1, argv + 1);
+	} else {
 		cli_usage_error(usage, "unknown command '%s'", argv[1]);
 		return BLOCKCTL_EXIT_USAGE;
 	}
-	status = image_main(argc - 1, argv + 1);
 	/* Output lost to a full disk or a closed pipe is a failure too. */
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		if (status == EXIT_SUCCESS)
