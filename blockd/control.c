@@ -375,37 +375,84 @@ static int metrics(struct control *ctl, struct MHD_Connection *conn)
 	return rc;
 }
 
-/* Splits "/v1/volumes/A/snapshots/B/restore" into up to 6 segments. */
-static int split_path(const char *url, char seg[6][STORE_NAME_MAX + 2])
+/* Room for one decoded path segment; longer ones become "" (an invalid name). */
+#define SEG_BYTES (STORE_NAME_MAX + 2)
+
+static int hex_digit(char c)
 {
-	int n = 0;
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Splits the raw path "/v1/volumes/A/snapshots/B/restore" into up to 6
+ * segments and percent-decodes each one afterwards, so that an encoded
+ * "/" stays inside its segment (and makes an invalid name) instead of
+ * becoming a separator.  A segment that is too long, or decodes to a NUL
+ * or a bad escape, becomes "".  Returns the count, or -1 for more than 6.
+ */
+static int split_path(const char *url, char seg[6][SEG_BYTES])
+{
 	const char *p = url;
+	int n = 0;
 
 	if (*p != '/')
 		return -1;
 	while (*p) {
 		const char *q;
-		size_t len;
+		size_t len, k = 0;
+		bool bad = false;
 
 		p++;
 		q = strchr(p, '/');
 		len = q ? (size_t)(q - p) : strlen(p);
-		if (n == 6 || len > STORE_NAME_MAX || (len == 0 && q))
-			return -1;
-		if (len == 0)
+		if (len == 0 && !q)
 			break; /* a trailing slash */
-		memcpy(seg[n], p, len);
-		seg[n][len] = '\0';
+		if (n == 6)
+			return -1;
+		for (size_t i = 0; i < len && !bad; i++) {
+			int c = (unsigned char)p[i];
+
+			if (c == '%') {
+				int hi = i + 2 < len ? hex_digit(p[i + 1]) : -1;
+				int lo = i + 2 < len ? hex_digit(p[i + 2]) : -1;
+
+				if (hi < 0 || lo < 0 || (hi | lo) == 0) {
+					bad = true;
+					break;
+				}
+				c = hi * 16 + lo;
+				i += 2;
+			}
+			if (k + 1 >= SEG_BYTES)
+				bad = true;
+			else
+				seg[n][k++] = (char)c;
+		}
+		seg[n][bad ? 0 : k] = '\0';
 		n++;
 		p += len;
 	}
 	return n;
 }
 
+/* No decoding by libmicrohttpd: split_path() decodes after splitting. */
+static size_t keep_escaped(void *cls, struct MHD_Connection *conn, char *uri)
+{
+	(void)cls;
+	(void)conn;
+	return strlen(uri);
+}
+
 static int route(struct control *ctl, struct MHD_Connection *conn, const char *url,
                  const char *method, const struct request_body *body)
 {
-	char seg[6][STORE_NAME_MAX + 2], err[512];
+	char seg[6][SEG_BYTES], err[512];
 	bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
 	bool del = strcmp(method, "DELETE") == 0, patch = strcmp(method, "PATCH") == 0;
 	int n = split_path(url, seg), ret = MHD_NO, rc;
@@ -477,7 +524,7 @@ static int route(struct control *ctl, struct MHD_Connection *conn, const char *u
 		{
 			static const char *const keys[] = {"name", NULL};
 			const char *snap = json_string_value(json_object_get(j, "name"));
-			char name[STORE_NAME_MAX + 2];
+			char name[SEG_BYTES];
 
 			if (!only_keys(j, keys) || !snap) {
 				json_decref(j);
@@ -599,11 +646,11 @@ int control_start(struct store *st, struct daemon *d, const char *path, const ch
 	}
 	umask(old);
 	ctl->fd = fd;
-	ctl->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL,
-	                            NULL, on_request, ctl, MHD_OPTION_LISTEN_SOCKET, fd,
-	                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-	                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-	                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+	ctl->mhd = MHD_start_daemon(
+	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, ctl,
+	    MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+	    MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
 	if (!ctl->mhd) {
 		log_error("cannot start the control API on %s", path);
 		close(fd);

@@ -15,9 +15,10 @@
  * first clone of VOL@SNAP copies the snapshot once into a standalone,
  * never-written base image, DIR/bases/VOL@SNAP-ID-TIME.qcow2, and every
  * clone is a new qcow2 whose backing file is that base: later clones of
- * the same snapshot cost O(1).  Bases belong to no volume, so deleting
- * VOL (or its snapshot) leaves its clones working; a base is removed with
- * the last volume that uses it.
+ * the same snapshot cost O(1).  A crash between publishing a base and
+ * publishing its first clone leaves the base; the next clone uses it.  Bases belong to no volume,
+ * so deleting VOL (or its snapshot) leaves its clones working; a base is removed with the last
+ * volume that uses it.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -243,6 +243,25 @@ static int scan(struct store *st)
 	return added;
 }
 
+/*
+ * Removes ".*.tmp" files a crash left in DIR (a base image being copied).
+ * A base published just before a crash, whose clone was not, is kept: the
+ * next clone of that snapshot uses it.
+ */
+static void remove_temporaries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] == '.' && strstr(de->d_name, ".tmp") &&
+		    unlinkat(dirfd(d), de->d_name, 0) == 0)
+			log_info("removed %s/%s, left by an interrupted call", dir, de->d_name);
+	closedir(d);
+}
+
 int store_open(const struct store_config *cfg, struct store **out)
 {
 	struct store *st = calloc(1, sizeof(*st));
@@ -273,6 +292,7 @@ int store_open(const struct store_config *cfg, struct store **out)
 		free(st);
 		return rc;
 	}
+	remove_temporaries(st->bases_dir);
 	rc = scan(st);
 	if (rc < 0) {
 		free(st);
