@@ -3,15 +3,14 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fileio.h"
 
+/* The library's POSIX ops on the buffered descriptor, plus a direct one for bulk writes. */
 struct fileio {
-	int fd;  /* buffered */
-	int dfd; /* O_DIRECT, or -1 */
+	void *posix; /* qcow_posix_ops context owning the buffered descriptor */
+	int dfd;     /* O_DIRECT, or -1 */
 };
 
 bool fileio_direct_ok(const void *buf, uint64_t off, size_t len)
@@ -23,92 +22,65 @@ bool fileio_direct_ok(const void *buf, uint64_t off, size_t len)
 static int fio_pread(void *ctx, void *buf, size_t len, uint64_t off)
 {
 	struct fileio *f = ctx;
-	uint8_t *p = buf;
 
-	while (len > 0) {
-		ssize_t n = pread(f->fd, p, len, (off_t)off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0) {
-			memset(p, 0, len); /* past the end of the file */
-			return 0;
-		}
-		p += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
-	}
-	return 0;
+	return qcow_posix_ops.pread(f->posix, buf, len, off);
 }
 
 static int fio_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
 {
 	struct fileio *f = ctx;
 	const uint8_t *p = buf;
-	int fd = f->dfd >= 0 && fileio_direct_ok(buf, off, len) ? f->dfd : f->fd;
 
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
+	while (f->dfd >= 0 && fileio_direct_ok(p, off, len)) {
+		ssize_t n = pwrite(f->dfd, p, len, (off_t)off);
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
 			return -errno;
-		}
 		if (n == 0)
 			return -EIO;
 		p += n;
 		off += (uint64_t)n;
 		len -= (size_t)n;
-		if (len % FILEIO_DIRECT_ALIGN)
-			fd = f->fd; /* a short direct write left an unaligned rest */
 	}
-	return 0;
+	/* Small or unaligned (or the unaligned rest of a short direct write): buffered. */
+	return len ? qcow_posix_ops.pwrite(f->posix, p, len, off) : 0;
 }
 
 static int fio_sync(void *ctx)
 {
 	struct fileio *f = ctx;
 
-	return fdatasync(f->fd) < 0 ? -errno : 0;
+	return qcow_posix_ops.sync(f->posix);
 }
 
 static int fio_punch_hole(void *ctx, uint64_t off, uint64_t len)
 {
 	struct fileio *f = ctx;
 
-	if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) <
-	    0)
-		return -errno;
-	return 0;
+	return qcow_posix_ops.punch_hole(f->posix, off, len);
 }
 
 static int fio_truncate(void *ctx, uint64_t size)
 {
 	struct fileio *f = ctx;
 
-	return ftruncate(f->fd, (off_t)size) < 0 ? -errno : 0;
+	return qcow_posix_ops.truncate(f->posix, size);
 }
 
 static int fio_get_size(void *ctx, uint64_t *size)
 {
 	struct fileio *f = ctx;
-	struct stat st;
 
-	if (fstat(f->fd, &st) < 0)
-		return -errno;
-	*size = (uint64_t)st.st_size;
-	return 0;
+	return qcow_posix_ops.get_size(f->posix, size);
 }
 
 static void fio_close(void *ctx)
 {
 	struct fileio *f = ctx;
 
-	close(f->fd);
+	qcow_posix_ops.close(f->posix);
 	if (f->dfd >= 0)
 		close(f->dfd);
 	free(f);
@@ -128,13 +100,19 @@ int fileio_open(int fd, void **ctx, int *direct_fd)
 {
 	struct fileio *f = malloc(sizeof(*f));
 	char proc[64];
-	int err;
+	int dup_fd, err;
 
 	if (!f)
 		return -ENOMEM;
-	f->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	if (f->fd < 0) {
+	dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (dup_fd < 0) {
 		err = -errno;
+		free(f);
+		return err;
+	}
+	err = qcow_posix_adopt(dup_fd, &f->posix);
+	if (err < 0) {
+		close(dup_fd);
 		free(f);
 		return err;
 	}

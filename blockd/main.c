@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,8 +30,10 @@
 
 #include "control.h"
 #include "daemon.h"
+#include "datadir.h"
 #include "exec.h"
 #include "log.h"
+#include "proto_limits.h"
 #include "size.h"
 #include "store.h"
 
@@ -59,22 +62,6 @@ static void usage(FILE *f)
 	        "  --threads N         event loops, default the number of CPUs\n"
 	        "  --cache-size BYTES  metadata cache per volume (e.g. 64M), default 32M\n"
 	        "  --log-level LEVEL   debug, info (default), warn or error\n");
-}
-
-static int default_data_dir(char *out, size_t len)
-{
-	const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
-	int n;
-
-	if (geteuid() == 0)
-		n = snprintf(out, len, "/var/lib/blockd");
-	else if (xdg && xdg[0] == '/')
-		n = snprintf(out, len, "%s/blockd", xdg);
-	else if (home && home[0] == '/')
-		n = snprintf(out, len, "%s/.local/state/blockd", home);
-	else
-		return -ENOENT;
-	return (size_t)n < len ? 0 : -ENAMETOOLONG;
 }
 
 /* mkdir -p, mode 0700 for what it creates. */
@@ -183,7 +170,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		usage(stderr);
 		return -1;
 	}
-	if (!o->data_dir[0] && default_data_dir(o->data_dir, sizeof(o->data_dir)) < 0) {
+	if (!o->data_dir[0] && datadir_default(o->data_dir, sizeof(o->data_dir)) < 0) {
 		fprintf(stderr, "blockd: no HOME or XDG_STATE_HOME: give --data-dir\n");
 		return -1;
 	}
@@ -360,6 +347,13 @@ int main(int argc, char **argv)
 	if (parse_options(argc, argv, &o) < 0)
 		return 2;
 	raise_fd_limit();
+	/*
+	 * Request buffers (up to 32 MiB each) come and go all the time: keep
+	 * them on the heap, reused, instead of fresh mmap()s that fault in and
+	 * zero every page again.  In-flight limits bound what the heap holds.
+	 */
+	mallopt(M_MMAP_THRESHOLD, (int)PROTO_MAX_PAYLOAD + (1 << 20));
+	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);

@@ -11,7 +11,7 @@
  * ring.  The loop itself never waits for anything but its ring.
  *
  * A connection stops reading its socket when it holds too many requests
- * or bytes (limits.h); replies are queued and sent one message at a time.
+ * or bytes (daemon_limits.h); replies are queued and sent one message at a time.
  * A request counts as in flight until its reply has left, so a client that
  * does not read its replies stops being read too.
  */
@@ -32,7 +32,7 @@
 #include "daemon.h"
 #include "exec.h"
 #include "fileio.h"
-#include "limits.h"
+#include "daemon_limits.h"
 #include "log.h"
 #include "proto.h"
 #include "qcow.h"

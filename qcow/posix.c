@@ -140,3 +140,14 @@ out_close:
 	close(fd);
 	return err;
 }
+
+int qcow_posix_adopt(int fd, void **ctx)
+{
+	struct posix_file *f = malloc(sizeof(*f));
+
+	if (!f)
+		return -ENOMEM;
+	f->fd = fd;
+	*ctx = f;
+	return 0;
+}

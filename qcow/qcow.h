@@ -60,6 +60,13 @@ extern const struct qcow_io_ops qcow_posix_ops;
  */
 int qcow_posix_open(const char *path, int open_flags, void **ctx);
 
+/*
+ * Wraps FD, which the caller opened (and locked, if it wants a lock), for
+ * the POSIX ops; the context owns FD from then on.  Returns 0 or -ENOMEM
+ * (FD is then left open).
+ */
+int qcow_posix_adopt(int fd, void **ctx);
+
 enum {
 	QCOW_OPEN_RDWR = 1u << 0,       /* writable; refused for v2 images */
 	QCOW_OPEN_NO_BACKING = 1u << 1, /* do not open the backing chain */

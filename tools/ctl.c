@@ -16,6 +16,7 @@
 
 #include "blockctl.h"
 #include "ctl.h"
+#include "datadir.h"
 
 #define CTL_CONNECT_TIMEOUT_S 10L
 #define CTL_TIMEOUT_S         300L
@@ -75,23 +76,6 @@ int ctl_parse_global(int argc, char **argv, struct ctl_target *t, const char *us
 	return i - 1;
 }
 
-/* As blockd picks its own (blockd/main.c). */
-static int default_data_dir(char *out, size_t len)
-{
-	const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
-	int n;
-
-	if (geteuid() == 0)
-		n = snprintf(out, len, "/var/lib/blockd");
-	else if (xdg && xdg[0] == '/')
-		n = snprintf(out, len, "%s/blockd", xdg);
-	else if (home && home[0] == '/')
-		n = snprintf(out, len, "%s/.local/state/blockd", home);
-	else
-		return -ENOENT;
-	return (size_t)n < len ? 0 : -ENAMETOOLONG;
-}
-
 int ctl_target_resolve(struct ctl_target *t)
 {
 	int ret;
@@ -99,7 +83,7 @@ int ctl_target_resolve(struct ctl_target *t)
 	if (t->control_path[0])
 		return 0;
 	if (!t->data_dir[0]) {
-		ret = default_data_dir(t->data_dir, sizeof(t->data_dir));
+		ret = datadir_default(t->data_dir, sizeof(t->data_dir));
 		if (ret == -ENOENT) {
 			cli_error("no HOME or XDG_STATE_HOME to find blockd in: give --data-dir");
 			return ret;

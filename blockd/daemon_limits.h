@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * limits.h - the daemon's bounds, each with its reason.  The protocol's own
+ * daemon_limits.h - the daemon's bounds, each with its reason.  The protocol's own
  * bounds (option and string lengths, payload size) are in proto_limits.h.
  */
-#ifndef BLOCKD_LIMITS_H
-#define BLOCKD_LIMITS_H
+#ifndef BLOCKD_DAEMON_LIMITS_H
+#define BLOCKD_DAEMON_LIMITS_H
 
 /*
  * Connections per daemon.  Each costs a protocol machine (~20 KiB), a
