@@ -1,0 +1,504 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * blockfs - a qcow2 volume and its snapshots as plain files, through FUSE.
+ *
+ *   blockfs --image FILE.qcow2 [--rw] [-f] MOUNTPOINT
+ *
+ *   MOUNTPOINT/disk                    the volume, raw (writable with --rw)
+ *   MOUNTPOINT/info.json               size, allocated bytes, backing file, snapshots
+ *   MOUNTPOINT/snapshots/SNAP/disk     snapshot SNAP, raw, read-only
+ *   MOUNTPOINT/snapshots/SNAP/info.json
+ *
+ * The image is opened with the qcow library before mounting, so errors
+ * (missing file, not qcow2, held by a writer) come out before anything is
+ * mounted; libfuse then mounts and only afterwards goes to the background.
+ * The file is locked like blockctl does it: shared when read-only, so a
+ * writer elsewhere is refused, exclusive with --rw.  Without --rw the
+ * mount itself is read-only, so the kernel answers every write with EROFS.
+ * FUSE calls come from several threads; one mutex serialises the library.
+ */
+#define FUSE_USE_VERSION 31
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qcow.h"
+
+struct view {
+	char name[1024]; /* snapshot name; "" for the volume itself */
+	struct qcow_image *img;
+	uint64_t size;
+	uint64_t allocated; /* the volume: its file's space; a snapshot: its clusters in the file */
+	struct timespec mtime;
+};
+
+static struct {
+	const char *image;
+	int rw;
+	int fd;
+	pthread_mutex_t lock;
+	struct view main;
+	struct view *snaps;
+	uint32_t n_snaps;
+	char backing[PATH_MAX]; /* canonical path of the backing file, or "" */
+} fs = {.fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
+
+static const struct fuse_opt options[] = {
+    /* Takes "--image FILE" and "--image=FILE" (the value then starts with '='). */
+    {"--image %s", offsetof(__typeof__(fs), image), 0},
+    {"--rw", offsetof(__typeof__(fs), rw), 1},
+    FUSE_OPT_END,
+};
+
+/* Bytes of the view stored in this image (not in a backing file), cluster-granular. */
+static uint64_t stored_bytes(struct qcow_image *img, uint64_t size)
+{
+	uint64_t off = 0, total = 0;
+	struct qcow_extent x;
+
+	while (off < size && qcow_block_status(img, off, size - off, &x) == 0 && x.length > 0) {
+		if ((x.flags & QCOW_EXTENT_DATA) && x.depth == 0)
+			total += x.length;
+		off += x.length;
+	}
+	return total;
+}
+
+static int open_view(struct view *v, const char *snapshot, char *err, size_t errlen)
+{
+	struct qcow_open_opts o = {
+	    .path = fs.image,
+	    .ops = &qcow_posix_ops,
+	    .flags = fs.rw && !snapshot ? QCOW_OPEN_RDWR : 0,
+	    .snapshot = snapshot,
+	};
+	struct qcow_info info;
+	int dupfd = fcntl(fs.fd, F_DUPFD_CLOEXEC, 0), rc;
+
+	if (dupfd < 0 || qcow_posix_adopt(dupfd, &o.ctx) < 0) {
+		if (dupfd >= 0)
+			close(dupfd);
+		snprintf(err, errlen, "%s: %s", fs.image, strerror(errno ? errno : ENOMEM));
+		return -1;
+	}
+	rc = qcow_open(&o, &v->img, err, errlen);
+	if (rc < 0) {
+		qcow_posix_ops.close(o.ctx);
+		return -1;
+	}
+	qcow_get_info(v->img, &info);
+	v->size = info.size_bytes;
+	snprintf(v->name, sizeof(v->name), "%s", snapshot ? snapshot : "");
+	v->allocated = stored_bytes(v->img, v->size);
+	return 0;
+}
+
+static int open_all(char *err, size_t errlen)
+{
+	struct qcow_snapshot_info si;
+	struct qcow_info info;
+	struct stat sb;
+
+	fs.fd = open(fs.image, (fs.rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (fs.fd < 0) {
+		snprintf(err, errlen, "%s: %s", fs.image, strerror(errno));
+		return -1;
+	}
+	if (flock(fs.fd, (fs.rw ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) {
+		snprintf(err, errlen, "%s: image is in use by another process", fs.image);
+		return -1;
+	}
+	if (open_view(&fs.main, NULL, err, errlen) < 0)
+		return -1;
+	fstat(fs.fd, &sb);
+	fs.main.mtime = sb.st_mtim;
+	/* Resolved now: in the background the working folder is "/". */
+	qcow_get_info(fs.main.img, &info);
+	if (info.backing_path[0] && !realpath(info.backing_path, fs.backing))
+		snprintf(fs.backing, sizeof(fs.backing), "%s", info.backing_path);
+	fs.n_snaps = qcow_snapshot_count(fs.main.img);
+	fs.snaps = calloc(fs.n_snaps ? fs.n_snaps : 1, sizeof(*fs.snaps));
+	if (!fs.snaps) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (uint32_t i = 0; i < fs.n_snaps; i++) {
+		if (qcow_snapshot_get(fs.main.img, i, &si) < 0)
+			return -1;
+		if (!si.name[0] || strchr(si.name, '/') || strcmp(si.name, ".") == 0 ||
+		    strcmp(si.name, "..") == 0) {
+			snprintf(err, errlen, "%s: snapshot name \"%.64s\" cannot be a file name",
+			         fs.image, si.name);
+			return -1;
+		}
+		if (open_view(&fs.snaps[i], si.name, err, errlen) < 0)
+			return -1;
+		fs.snaps[i].mtime = (struct timespec){(time_t)si.date_sec, (long)si.date_nsec};
+	}
+	return 0;
+}
+
+/* The JSON of info.json for view v; the caller frees it. */
+static char *info_json(const struct view *v)
+{
+	struct qcow_info info;
+	struct qcow_snapshot_info si;
+	json_t *o, *snaps = json_array();
+	char *text;
+
+	pthread_mutex_lock(&fs.lock);
+	qcow_get_info(fs.main.img, &info);
+	if (!v->name[0]) {
+		for (uint32_t i = 0; i < fs.n_snaps; i++) {
+			char when[32];
+			struct tm tm;
+			time_t t;
+
+			if (qcow_snapshot_get(fs.main.img, i, &si) < 0)
+				continue;
+			t = (time_t)si.date_sec;
+			gmtime_r(&t, &tm);
+			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+			json_array_append_new(snaps, json_pack("{s:s,s:s,s:s,s:I}", "name", si.name,
+			                                       "id", si.id, "created", when, "size",
+			                                       (json_int_t)si.disk_size_bytes));
+		}
+	}
+	pthread_mutex_unlock(&fs.lock);
+	o = json_pack("{s:I,s:I,s:o}", "size", (json_int_t)v->size, "allocated",
+	              (json_int_t)v->allocated, "snapshots", snaps);
+	json_object_set_new(o, "backing", fs.backing[0] ? json_string(fs.backing) : json_null());
+	if (v->name[0])
+		json_object_set_new(o, "snapshot", json_string(v->name));
+	text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(o);
+	if (!text)
+		return NULL;
+	{
+		size_t n = strlen(text);
+		char *t2 = realloc(text, n + 2);
+
+		if (!t2) {
+			free(text);
+			return NULL;
+		}
+		t2[n] = '\n';
+		t2[n + 1] = '\0';
+		return t2;
+	}
+}
+
+enum node { N_NONE, N_ROOT, N_SNAPDIR, N_SNAP, N_DISK, N_INFO };
+
+/* Resolves PATH to a node and its view. */
+static enum node resolve(const char *path, struct view **v)
+{
+	const char *rest;
+
+	*v = &fs.main;
+	if (strcmp(path, "/") == 0)
+		return N_ROOT;
+	if (strcmp(path, "/disk") == 0)
+		return N_DISK;
+	if (strcmp(path, "/info.json") == 0)
+		return N_INFO;
+	if (strcmp(path, "/snapshots") == 0)
+		return N_SNAPDIR;
+	if (strncmp(path, "/snapshots/", 11) != 0)
+		return N_NONE;
+	rest = path + 11;
+	for (uint32_t i = 0; i < fs.n_snaps; i++) {
+		size_t n = strlen(fs.snaps[i].name);
+
+		if (strncmp(rest, fs.snaps[i].name, n) != 0)
+			continue;
+		*v = &fs.snaps[i];
+		if (rest[n] == '\0')
+			return N_SNAP;
+		if (strcmp(rest + n, "/disk") == 0)
+			return N_DISK;
+		if (strcmp(rest + n, "/info.json") == 0)
+			return N_INFO;
+	}
+	return N_NONE;
+}
+
+static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+	struct view *v;
+	enum node n = resolve(path, &v);
+	char *text;
+
+	(void)fi;
+	if (v == &fs.main) {
+		/* The volume changes under --rw: its file tells its space and time now. */
+		struct stat sb;
+
+		pthread_mutex_lock(&fs.lock);
+		if (fstat(fs.fd, &sb) == 0) {
+			fs.main.allocated = (uint64_t)sb.st_blocks * 512;
+			fs.main.mtime = sb.st_mtim;
+		}
+		pthread_mutex_unlock(&fs.lock);
+	}
+	memset(st, 0, sizeof(*st));
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_mtim = st->st_ctim = st->st_atim = v->mtime;
+	switch (n) {
+	case N_ROOT:
+	case N_SNAPDIR:
+	case N_SNAP:
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2;
+		return 0;
+	case N_DISK:
+		st->st_mode = S_IFREG | (fs.rw && v == &fs.main ? 0644 : 0444);
+		st->st_nlink = 1;
+		st->st_size = (off_t)v->size;
+		st->st_blocks = (blkcnt_t)((v->allocated + 511) / 512);
+		return 0;
+	case N_INFO:
+		text = info_json(v);
+		if (!text)
+			return -ENOMEM;
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = (off_t)strlen(text);
+		st->st_blocks = (st->st_size + 511) / 512;
+		free(text);
+		return 0;
+	case N_NONE:
+		break;
+	}
+	return -ENOENT;
+}
+
+static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+	struct view *v;
+	enum node n = resolve(path, &v);
+
+	(void)off;
+	(void)fi;
+	(void)flags;
+	if (n != N_ROOT && n != N_SNAPDIR && n != N_SNAP)
+		return -ENOTDIR;
+	fill(buf, ".", NULL, 0, 0);
+	fill(buf, "..", NULL, 0, 0);
+	if (n == N_SNAPDIR) {
+		for (uint32_t i = 0; i < fs.n_snaps; i++)
+			fill(buf, fs.snaps[i].name, NULL, 0, 0);
+		return 0;
+	}
+	fill(buf, "disk", NULL, 0, 0);
+	fill(buf, "info.json", NULL, 0, 0);
+	if (n == N_ROOT)
+		fill(buf, "snapshots", NULL, 0, 0);
+	return 0;
+}
+
+static int fs_open(const char *path, struct fuse_file_info *fi)
+{
+	struct view *v;
+	enum node n = resolve(path, &v);
+	bool writing = (fi->flags & O_ACCMODE) != O_RDONLY;
+
+	if (n == N_NONE)
+		return -ENOENT;
+	if (n != N_DISK && n != N_INFO)
+		return -EISDIR;
+	if (writing && (n == N_INFO || v != &fs.main || !fs.rw))
+		return -EROFS;
+	if (fi->flags & O_TRUNC)
+		return -EINVAL; /* a disk has a fixed size */
+	return 0;
+}
+
+static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fuse_file_info *fi)
+{
+	struct view *v;
+	enum node n = resolve(path, &v);
+	int rc;
+
+	(void)fi;
+	if (off < 0)
+		return -EINVAL;
+	if (n == N_INFO) {
+		char *text = info_json(v);
+		size_t tl;
+
+		if (!text)
+			return -ENOMEM;
+		tl = strlen(text);
+		if ((size_t)off >= tl) {
+			free(text);
+			return 0;
+		}
+		if (len > tl - (size_t)off)
+			len = tl - (size_t)off;
+		memcpy(buf, text + off, len);
+		free(text);
+		return (int)len;
+	}
+	if (n != N_DISK)
+		return -EISDIR;
+	if ((uint64_t)off >= v->size)
+		return 0;
+	if (len > v->size - (uint64_t)off)
+		len = (size_t)(v->size - (uint64_t)off);
+	pthread_mutex_lock(&fs.lock);
+	rc = qcow_read(v->img, buf, (uint64_t)off, len);
+	pthread_mutex_unlock(&fs.lock);
+	return rc < 0 ? rc : (int)len;
+}
+
+static int fs_write(const char *path, const char *buf, size_t len, off_t off,
+                    struct fuse_file_info *fi)
+{
+	struct view *v;
+	enum node n = resolve(path, &v);
+	int rc;
+
+	(void)fi;
+	if (n != N_DISK || v != &fs.main || !fs.rw)
+		return -EROFS;
+	if (off < 0 || (uint64_t)off > v->size)
+		return -EINVAL;
+	if ((uint64_t)off == v->size && len > 0)
+		return -ENOSPC;
+	if (len > v->size - (uint64_t)off)
+		len = (size_t)(v->size -
+		               (uint64_t)off); /* a short write at the end, like a block device */
+	pthread_mutex_lock(&fs.lock);
+	rc = qcow_write(v->img, buf, (uint64_t)off, len);
+	pthread_mutex_unlock(&fs.lock);
+	return rc < 0 ? rc : (int)len;
+}
+
+static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	int rc;
+
+	(void)path;
+	(void)datasync;
+	(void)fi;
+	if (!fs.rw)
+		return 0;
+	pthread_mutex_lock(&fs.lock);
+	rc = qcow_flush(fs.main.img);
+	pthread_mutex_unlock(&fs.lock);
+	return rc;
+}
+
+static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)
+{
+	struct view *v;
+	enum node n = resolve(path, &v);
+	int rc;
+
+	(void)fi;
+	if (n != N_DISK || v != &fs.main || !fs.rw)
+		return -EROFS;
+	if (mode != (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
+		return -EOPNOTSUPP;
+	if (off < 0 || len <= 0 || (uint64_t)off >= v->size)
+		return off < 0 || len <= 0 ? -EINVAL : 0;
+	if ((uint64_t)len > v->size - (uint64_t)off)
+		len = (off_t)(v->size - (uint64_t)off);
+	/* Reads as zeros afterwards; whole clusters give their space back. */
+	pthread_mutex_lock(&fs.lock);
+	rc = qcow_write_zeroes(v->img, (uint64_t)off, (uint64_t)len, QCOW_ZERO_MAY_UNMAP);
+	pthread_mutex_unlock(&fs.lock);
+	return rc;
+}
+
+static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+	struct view *v;
+	enum node n = resolve(path, &v);
+
+	(void)fi;
+	if (n != N_DISK || v != &fs.main || !fs.rw)
+		return -EROFS;
+	return (uint64_t)size == v->size ? 0 : -EINVAL;
+}
+
+static void fs_destroy(void *private_data)
+{
+	(void)private_data;
+	for (uint32_t i = 0; i < fs.n_snaps; i++)
+		qcow_close(fs.snaps[i].img);
+	if (fs.main.img && qcow_close(fs.main.img) < 0)
+		fprintf(stderr, "blockfs: closing %s failed\n", fs.image);
+	fs.main.img = NULL;
+}
+
+static const struct fuse_operations ops = {
+    .getattr = fs_getattr,
+    .readdir = fs_readdir,
+    .open = fs_open,
+    .read = fs_read,
+    .write = fs_write,
+    .fsync = fs_fsync,
+    .fallocate = fs_fallocate,
+    .truncate = fs_truncate,
+    .destroy = fs_destroy,
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: blockfs --image FILE.qcow2 [--rw] [-f] MOUNTPOINT\n"
+	           "       fusermount3 -u MOUNTPOINT\n"
+	           "Shows a qcow2 volume and its snapshots as raw files: MOUNTPOINT/disk,\n"
+	           "MOUNTPOINT/info.json, MOUNTPOINT/snapshots/SNAP/{disk,info.json}.\n"
+	           "Read-only unless --rw; -f stays in the foreground.\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	char err[512];
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		}
+	}
+	if (fuse_opt_parse(&args, &fs, options, NULL) < 0)
+		return 2;
+	if (fs.image && fs.image[0] == '=')
+		fs.image++;
+	if (!fs.image) {
+		fprintf(stderr, "blockfs: give --image FILE.qcow2 (the daemon mode is not "
+		                "available yet)\n");
+		usage(stderr);
+		return 2;
+	}
+	if (open_all(err, sizeof(err)) < 0) {
+		fprintf(stderr, "blockfs: %s\n", err);
+		return 1;
+	}
+	if (!fs.rw)
+		fuse_opt_add_arg(&args, "-oro");
+	fuse_opt_add_arg(&args, "-ofsname=blockfs");
+	fuse_opt_add_arg(&args, "-odefault_permissions");
+	rc = fuse_main(args.argc, args.argv, &ops, NULL);
+	fuse_opt_free_args(&args);
+	return rc;
+}
