@@ -165,8 +165,8 @@ int open_volume(const struct store *st, const char *name, struct volume **out)
 		log_error("volume %s: cannot open %s: %s", name, vol->path, strerror(errno));
 		goto out_free;
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		rc = -errno;
+	rc = qcow_posix_lock(fd, true);
+	if (rc < 0) {
 		log_error("volume %s: %s is in use by another process; not served", name,
 		          vol->path);
 		goto out_close;

@@ -116,7 +116,7 @@ static int open_all(char *err, size_t errlen)
 		snprintf(err, errlen, "%s: %s", fs.image, strerror(errno));
 		return -1;
 	}
-	if (flock(fs.fd, (fs.rw ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) {
+	if (qcow_posix_lock(fs.fd, fs.rw) < 0) {
 		snprintf(err, errlen, "%s: image is in use by another process", fs.image);
 		return -1;
 	}
@@ -437,14 +437,12 @@ static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 	return (uint64_t)size == v->size ? 0 : -EINVAL;
 }
 
+static void close_all(void);
+
 static void fs_destroy(void *private_data)
 {
 	(void)private_data;
-	for (uint32_t i = 0; i < fs.n_snaps; i++)
-		qcow_close(fs.snaps[i].img);
-	if (fs.main.img && qcow_close(fs.main.img) < 0)
-		fprintf(stderr, "blockfs: closing %s failed\n", fs.image);
-	fs.main.img = NULL;
+	close_all();
 }
 
 static const struct fuse_operations ops = {
@@ -459,6 +457,23 @@ static const struct fuse_operations ops = {
     .destroy = fs_destroy,
 };
 
+/* Lets go of whatever open_all() got, after a failure or an unmount. */
+static void close_all(void)
+{
+	for (uint32_t i = 0; i < fs.n_snaps; i++)
+		if (fs.snaps[i].img)
+			qcow_close(fs.snaps[i].img);
+	free(fs.snaps);
+	fs.snaps = NULL;
+	fs.n_snaps = 0;
+	if (fs.main.img && qcow_close(fs.main.img) < 0)
+		fprintf(stderr, "blockfs: closing %s failed\n", fs.image);
+	fs.main.img = NULL;
+	if (fs.fd >= 0)
+		close(fs.fd);
+	fs.fd = -1;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: blockfs --image FILE.qcow2 [--rw] [-f] MOUNTPOINT\n"
@@ -471,7 +486,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	char err[512];
+	char err[512], *image_arg;
 	int rc;
 
 	for (int i = 1; i < argc; i++) {
@@ -482,16 +497,21 @@ int main(int argc, char **argv)
 	}
 	if (fuse_opt_parse(&args, &fs, options, NULL) < 0)
 		return 2;
+	image_arg = (char *)fs.image; /* allocated by fuse_opt_parse() */
 	if (fs.image && fs.image[0] == '=')
 		fs.image++;
 	if (!fs.image) {
 		fprintf(stderr, "blockfs: give --image FILE.qcow2 (the daemon mode is not "
 		                "available yet)\n");
 		usage(stderr);
+		fuse_opt_free_args(&args);
 		return 2;
 	}
 	if (open_all(err, sizeof(err)) < 0) {
 		fprintf(stderr, "blockfs: %s\n", err);
+		close_all();
+		fuse_opt_free_args(&args);
+		free(image_arg);
 		return 1;
 	}
 	if (!fs.rw)
@@ -499,6 +519,8 @@ int main(int argc, char **argv)
 	fuse_opt_add_arg(&args, "-ofsname=blockfs");
 	fuse_opt_add_arg(&args, "-odefault_permissions");
 	rc = fuse_main(args.argc, args.argv, &ops, NULL);
+	close_all(); /* when fuse_main() failed before mounting; else already done */
 	fuse_opt_free_args(&args);
+	free(image_arg);
 	return rc;
 }

@@ -3,7 +3,8 @@
  * posix.c - qcow_io_ops over a plain file descriptor.  Writable opens take
  * an exclusive flock and read-only opens a shared one, so two processes
  * never write one image at once (and nobody writes an image another
- * process reads as a backing file).
+ * process reads as a backing file); qemu's own byte-range locks are
+ * honoured and taken too, so qemu and we refuse each other the same way.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -114,6 +115,50 @@ const struct qcow_io_ops qcow_posix_ops = {
     .close = posix_close,
 };
 
+/*
+ * qemu's image locking, so that qemu and we keep out of each other's way:
+ * byte 100 + i is read-locked (an OFD lock) by every process holding
+ * permission i, byte 200 + i by every process that does not let others
+ * have it.  Permission 0 is "consistent read", 1 is "write".
+ */
+#define QEMU_PERM_BASE   100
+#define QEMU_SHARED_BASE 200
+#define QEMU_PERM_READ   0
+#define QEMU_PERM_WRITE  1
+
+static bool qemu_byte_locked(int fd, off_t byte)
+{
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
+
+	return fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+}
+
+static int qemu_lock_byte(int fd, off_t byte)
+{
+	struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
+
+	return fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 0 : -errno;
+}
+
+int qcow_posix_lock(int fd, bool writable)
+{
+	if (flock(fd, (writable ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	/* A writer elsewhere (qemu holding "write"), or, to write, one that forbids it. */
+	if (qemu_byte_locked(fd, QEMU_PERM_BASE + QEMU_PERM_WRITE) ||
+	    (writable && qemu_byte_locked(fd, QEMU_SHARED_BASE + QEMU_PERM_WRITE)))
+		goto busy;
+	/* We read consistently, may write, and let nobody else write meanwhile. */
+	if (qemu_lock_byte(fd, QEMU_PERM_BASE + QEMU_PERM_READ) == -EAGAIN ||
+	    (writable && qemu_lock_byte(fd, QEMU_PERM_BASE + QEMU_PERM_WRITE) == -EAGAIN) ||
+	    qemu_lock_byte(fd, QEMU_SHARED_BASE + QEMU_PERM_WRITE) == -EAGAIN)
+		goto busy;
+	return 0;
+busy:
+	flock(fd, LOCK_UN);
+	return -EAGAIN;
+}
+
 int qcow_posix_open(const char *path, int open_flags, void **ctx)
 {
 	struct posix_file *f;
@@ -123,10 +168,9 @@ int qcow_posix_open(const char *path, int open_flags, void **ctx)
 	fd = open(path, open_flags | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
-	if (flock(fd, (writable ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) {
-		err = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	err = qcow_posix_lock(fd, writable);
+	if (err < 0)
 		goto out_close;
-	}
 	f = malloc(sizeof(*f));
 	if (!f) {
 		err = -ENOMEM;

@@ -61,6 +61,14 @@ extern const struct qcow_io_ops qcow_posix_ops;
 int qcow_posix_open(const char *path, int open_flags, void **ctx);
 
 /*
+ * The locking qcow_posix_open() does, for a descriptor the caller opened:
+ * a flock (exclusive when writable, else shared) and qemu's byte-range
+ * locks, so an image qemu writes is refused and qemu refuses ours.
+ * -EAGAIN when another process holds the image in a conflicting way.
+ */
+int qcow_posix_lock(int fd, bool writable);
+
+/*
  * Wraps FD, which the caller opened (and locked, if it wants a lock), for
  * the POSIX ops; the context owns FD from then on.  Returns 0 or -ENOMEM
  * (FD is then left open).

@@ -9,7 +9,7 @@ packages=(
 	liburing-dev libfuse3-dev fuse3 libzstd-dev libxxhash-dev zlib1g-dev
 	libcriterion-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libnbd-dev
 	qemu-utils
-	libnbd-bin python3-libnbd nbdkit fio qemu-system-x86 cpio
+	libnbd-bin python3-libnbd nbdkit fio qemu-system-x86 cpio e2fsprogs
 )
 
 missing=()

@@ -1,0 +1,188 @@
+# SPDX-License-Identifier: MIT
+# lib.sh - sourced by every blockfs test.  $1 is the blockfs binary, $2 the
+# blockctl binary.  Sets up a scratch folder (on exit every FUSE and loop
+# mount under it is taken down, background helpers are stopped, then it is
+# removed), skips (77) without /dev/fuse or a needed tool, and bounds every
+# command in time.
+set -euo pipefail
+
+BLOCKFS=$(realpath "${1:?usage: $0 PATH-TO-BLOCKFS PATH-TO-BLOCKCTL}")
+BLOCKCTL=$(realpath "${2:?usage: $0 PATH-TO-BLOCKFS PATH-TO-BLOCKCTL}")
+FUSE_TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STEP_TIMEOUT=${STEP_TIMEOUT:-30}
+# Debian's python3 and e2fsprogs (a pyenv on PATH may shadow python3).
+export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
+
+need() {
+	local tool
+	for tool in "$@"; do
+		if ! command -v "$tool" >/dev/null; then
+			echo "SKIP: $tool is not installed"
+			exit 77
+		fi
+	done
+}
+need timeout fusermount3 qemu-img flock python3
+if [[ ! -c /dev/fuse || ! -r /dev/fuse || ! -w /dev/fuse ]]; then
+	echo "SKIP: /dev/fuse is not usable"
+	exit 77
+fi
+[[ -x $BLOCKFS ]] || { echo "FAIL: $BLOCKFS is not an executable" >&2; exit 1; }
+[[ -x $BLOCKCTL ]] || { echo "FAIL: $BLOCKCTL is not an executable" >&2; exit 1; }
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/blockfs-test.XXXXXX")
+# Background helpers this test started (flock holders, qemu-io, blockfs -f).
+HELPER_PIDS=()
+
+# mounted DIR: DIR is a mount point right now (per the kernel's table).
+mounted() {
+	local dir
+	dir=$(realpath -m "$1")
+	awk -v d="$dir" '$2 == d { found = 1 } END { exit !found }' /proc/self/mounts
+}
+
+cleanup() {
+	local rc=$? pid m
+	for pid in "${HELPER_PIDS[@]}"; do
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	# Deepest first: loop mounts of files inside a FUSE mount go before it.
+	while read -r m; do
+		[[ -n $m ]] || continue
+		if awk -v d="$m" '$2 == d && $3 ~ /^fuse/ { f = 1 } END { exit !f }' /proc/self/mounts; then
+			timeout 10 fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null || true
+		else
+			timeout 10 umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+		fi
+	done < <(awk -v t="$TMP/" 'index($2, t) == 1 { print length($2), $2 }' /proc/self/mounts |
+		sort -rn | cut -d' ' -f2-)
+	if awk -v t="$TMP/" 'index($2, t) == 1 { f = 1 } END { exit !f }' /proc/self/mounts; then
+		echo "cleanup: mounts left under $TMP, not removing it" >&2
+	else
+		rm -rf "$TMP"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+cd "$TMP"
+
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
+
+t() {
+	timeout "$STEP_TIMEOUT" "$@"
+}
+
+blockctl() {
+	t "$BLOCKCTL" "$@"
+}
+
+qimg() {
+	t qemu-img "$@"
+}
+
+# sys_python ARGS...: python3 bounded in time.
+sys_python() {
+	t python3 "$@"
+}
+
+# json_get FILE EXPR: evaluates EXPR with d bound to the JSON in FILE.
+json_get() {
+	sys_python -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+# blockfs_mount MOUNTPOINT [OPTIONS...] IMAGE: blockfs --image IMAGE OPTIONS
+# MOUNTPOINT returns 0 within the step timeout, having backgrounded itself,
+# and the mount is there as soon as it returns.
+blockfs_mount() {
+	local mnt=$1 rc=0
+	shift
+	local img=${*: -1}
+	local opts=("${@:1:$#-1}")
+	mkdir -p "$mnt"
+	# Output to files: a daemon that kept a pipe open would hang $(...).
+	t "$BLOCKFS" --image "$img" "${opts[@]}" "$mnt" >mount.out 2>mount.err </dev/null || rc=$?
+	[[ $rc == 0 ]] || fail "blockfs --image $img ${opts[*]} $mnt exited $rc: $(cat mount.out mount.err)"
+	mounted "$mnt" || fail "blockfs --image $img ${opts[*]} $mnt returned 0 but $mnt is not mounted"
+	[[ -e $mnt/disk ]] || fail "blockfs returned 0 but $mnt/disk is not there: $(ls -la "$mnt" 2>&1)"
+}
+
+# wait_released IMAGE: no process holds a flock on IMAGE any more (blockfs
+# closes the image once unmounted), within 10 s.
+wait_released() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		if flock -n -x "$1" true 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	fail "$1 is still locked 10 s after its blockfs mount went away"
+}
+
+# blockfs_unmount MOUNTPOINT IMAGE: fusermount3 -u works, the mount table no
+# longer lists MOUNTPOINT, and blockfs lets go of IMAGE.
+blockfs_unmount() {
+	local out rc=0
+	out=$(t fusermount3 -u "$1" 2>&1) || rc=$?
+	[[ $rc == 0 ]] || fail "fusermount3 -u $1 exited $rc: $out"
+	! mounted "$1" || fail "$1 is still in the mount table after fusermount3 -u"
+	wait_released "$2"
+}
+
+# expect_refused PATTERN BLOCKFS-ARGS...: blockfs exits non-zero within 10 s
+# with exactly one stderr line "blockfs: ..." matching the extended regex
+# PATTERN, and the mount point (the last argument) is not mounted.
+# $REFUSE_WHY, if set, says in failure messages why it should refuse.
+expect_refused() {
+	local pattern=$1 rc=0 start end
+	shift
+	local why=${REFUSE_WHY:+ ($REFUSE_WHY)}
+	local mnt=${*: -1}
+	mkdir -p "$mnt"
+	start=$(date +%s)
+	timeout 10 "$BLOCKFS" "$@" >refused.out 2>refused.err </dev/null || rc=$?
+	end=$(date +%s)
+	if mounted "$mnt"; then
+		fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt" 2>/dev/null || true
+		fail "blockfs $* mounted (exit $rc) but should have been refused$why"
+	fi
+	[[ $rc != 0 ]] || fail "blockfs $* exited 0 but should have been refused$why"
+	[[ $rc != 124 ]] || fail "blockfs $* hung (killed after 10 s): $(cat refused.err)"
+	((end - start <= 5)) || fail "blockfs $* took $((end - start)) s to refuse"
+	[[ $(wc -l <refused.err) == 1 ]] ||
+		fail "blockfs $*: not one line on stderr: '$(cat refused.err)'"
+	grep -q '^blockfs: ' refused.err || fail "blockfs $*: no 'blockfs: ' prefix: $(cat refused.err)"
+	grep -qE -- "$pattern" refused.err ||
+		fail "blockfs $*: '$(cat refused.err)' does not match '$pattern'"
+	[[ ! -s refused.out ]] || fail "blockfs $*: wrote to stdout: $(cat refused.out)"
+}
+
+# expect_erofs WHAT CMD...: CMD fails and says "Read-only file system".
+expect_erofs() {
+	local what=$1 rc=0
+	shift
+	"$@" >erofs.out 2>&1 || rc=$?
+	[[ $rc != 0 ]] || fail "$what succeeded on a read-only file"
+	grep -q 'Read-only file system' erofs.out || fail "$what: not EROFS: $(cat erofs.out)"
+}
+
+# allocated_bytes FILE: what the file takes on disk.
+allocated_bytes() {
+	echo $(($(stat -c %b "$1") * $(stat -c %B "$1")))
+}
+
+# qemu_check IMAGE: qemu-img finds no errors and no leaks.
+qemu_check() {
+	local rc=0
+	qimg check "$1" >check.out 2>&1 || rc=$?
+	if [[ $rc != 0 ]] || ! grep -q "No errors were found on the image" check.out; then
+		cat check.out >&2
+		fail "qemu-img check $1 (status $rc)"
+	fi
+}
