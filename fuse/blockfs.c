@@ -150,14 +150,35 @@ static int open_all(char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * A view's allocated bytes and mtime, read under the lock.  The volume
+ * changes under --rw, so its file tells its space and time now.
+ */
+static void view_state(struct view *v, uint64_t *allocated, struct timespec *mtime)
+{
+	struct stat sb;
+
+	pthread_mutex_lock(&fs.lock);
+	if (v == &fs.main && fstat(fs.fd, &sb) == 0) {
+		fs.main.allocated = (uint64_t)sb.st_blocks * 512;
+		fs.main.mtime = sb.st_mtim;
+	}
+	*allocated = v->allocated;
+	*mtime = v->mtime;
+	pthread_mutex_unlock(&fs.lock);
+}
+
 /* The JSON of info.json for view v; the caller frees it. */
-static char *info_json(const struct view *v)
+static char *info_json(struct view *v)
 {
 	struct qcow_info info;
 	struct qcow_snapshot_info si;
 	json_t *o, *snaps = json_array();
+	struct timespec mtime;
+	uint64_t allocated;
 	char *text;
 
+	view_state(v, &allocated, &mtime);
 	pthread_mutex_lock(&fs.lock);
 	qcow_get_info(fs.main.img, &info);
 	if (!v->name[0]) {
@@ -178,7 +199,7 @@ static char *info_json(const struct view *v)
 	}
 	pthread_mutex_unlock(&fs.lock);
 	o = json_pack("{s:I,s:I,s:o}", "size", (json_int_t)v->size, "allocated",
-	              (json_int_t)v->allocated, "snapshots", snaps);
+	              (json_int_t)allocated, "snapshots", snaps);
 	json_object_set_new(o, "backing", fs.backing[0] ? json_string(fs.backing) : json_null());
 	if (v->name[0])
 		json_object_set_new(o, "snapshot", json_string(v->name));
@@ -241,22 +262,15 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	enum node n = resolve(path, &v);
 	char *text;
 
-	(void)fi;
-	if (v == &fs.main) {
-		/* The volume changes under --rw: its file tells its space and time now. */
-		struct stat sb;
+	uint64_t allocated;
+	struct timespec mtime;
 
-		pthread_mutex_lock(&fs.lock);
-		if (fstat(fs.fd, &sb) == 0) {
-			fs.main.allocated = (uint64_t)sb.st_blocks * 512;
-			fs.main.mtime = sb.st_mtim;
-		}
-		pthread_mutex_unlock(&fs.lock);
-	}
+	(void)fi;
+	view_state(v, &allocated, &mtime);
 	memset(st, 0, sizeof(*st));
 	st->st_uid = getuid();
 	st->st_gid = getgid();
-	st->st_mtim = st->st_ctim = st->st_atim = v->mtime;
+	st->st_mtim = st->st_ctim = st->st_atim = mtime;
 	switch (n) {
 	case N_ROOT:
 	case N_SNAPDIR:
@@ -268,7 +282,7 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 		st->st_mode = S_IFREG | (fs.rw && v == &fs.main ? 0644 : 0444);
 		st->st_nlink = 1;
 		st->st_size = (off_t)v->size;
-		st->st_blocks = (blkcnt_t)((v->allocated + 511) / 512);
+		st->st_blocks = (blkcnt_t)((allocated + 511) / 512);
 		return 0;
 	case N_INFO:
 		text = info_json(v);
