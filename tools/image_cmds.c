@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -577,25 +576,6 @@ struct convert {
 	struct progress progress;
 };
 
-static volatile sig_atomic_t convert_interrupted;
-
-static void convert_on_signal(int sig)
-{
-	(void)sig;
-	convert_interrupted = 1;
-}
-
-/* SIGINT and friends stop the copy cleanly, so the partial copy is removed. */
-static void convert_catch_signals(void)
-{
-	struct sigaction sa = {.sa_handler = convert_on_signal, .sa_flags = SA_RESTART};
-
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-}
-
 static bool extent_reads_zero(const struct qcow_extent *e)
 {
 	return (e->flags & QCOW_EXTENT_ZERO) || e->depth < 0;
@@ -730,10 +710,10 @@ static int convert_copy(struct convert *c, bool show_progress)
 		cli_error("%s: out of memory", c->dst.path);
 		return -ENOMEM;
 	}
-	convert_catch_signals();
+	progress_catch_interrupts();
 	progress_init(&c->progress, show_progress, c->size_bytes);
 	while (pos < c->size_bytes) {
-		if (convert_interrupted) {
+		if (progress_interrupted()) {
 			cli_error("%s: interrupted; the partial copy is removed", c->dst.path);
 			ret = -EINTR;
 			break;

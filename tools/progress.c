@@ -4,6 +4,7 @@
  *
  *     [##########################..............................]  43.21%
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -78,4 +79,27 @@ void progress_end_line(void)
 {
 	if (drawn_bar)
 		progress_abort(drawn_bar);
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+void progress_catch_interrupts(void)
+{
+	struct sigaction sa = {.sa_handler = on_interrupt, .sa_flags = SA_RESTART};
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+bool progress_interrupted(void)
+{
+	return interrupted != 0;
 }

@@ -34,4 +34,12 @@ void progress_abort(struct progress *p);
 /* progress_abort() on whichever bar is on the screen; for the error printers. */
 void progress_end_line(void);
 
+/*
+ * SIGINT, SIGTERM and SIGHUP only set a flag from then on, so that a long
+ * copy can stop cleanly and remove its partial output.
+ */
+void progress_catch_interrupts(void);
+/* True once one of those signals arrived. */
+bool progress_interrupted(void);
+
 #endif

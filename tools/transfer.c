@@ -20,7 +20,6 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <libnbd.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,24 +76,6 @@ struct xfer {
 	size_t ext_count, ext_next;
 	bool have_status;
 };
-
-static volatile sig_atomic_t xfer_interrupted;
-
-static void xfer_on_signal(int sig)
-{
-	(void)sig;
-	xfer_interrupted = 1;
-}
-
-static void xfer_catch_signals(void)
-{
-	struct sigaction sa = {.sa_handler = xfer_on_signal, .sa_flags = SA_RESTART};
-
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-}
 
 static bool buffer_is_zero(const unsigned char *p, size_t len)
 {
@@ -343,7 +324,7 @@ static int import_copy(struct xfer *x, struct image_file *src)
 	int ret, i;
 
 	while (pos < src_size) {
-		if (xfer_interrupted) {
+		if (progress_interrupted()) {
 			cli_error("%s: interrupted", x->export);
 			return -EINTR;
 		}
@@ -436,7 +417,7 @@ static int import_run(const char *file, const char *name, enum image_format form
 	json_decref(body);
 	if (ret < 0)
 		goto out_src;
-	xfer_catch_signals();
+	progress_catch_interrupts();
 	ret = xfer_connect(&x, vol, false);
 	if (ret < 0)
 		goto out_remove;
@@ -648,7 +629,7 @@ static int export_copy(struct xfer *x, struct image_file *dst)
 	int ret, i;
 
 	while (pos < x->size) {
-		if (xfer_interrupted) {
+		if (progress_interrupted()) {
 			cli_error("%s: interrupted; the partial copy is removed", dst->path);
 			return -EINTR;
 		}
@@ -773,7 +754,7 @@ static int export_run(const char *spec, const char *file, enum image_format form
 	ret = export_create(&dst, file, format, x.size);
 	if (ret < 0)
 		goto out;
-	xfer_catch_signals();
+	progress_catch_interrupts();
 	progress_init(&x.progress, show_progress, x.size);
 	ret = export_copy(&x, &dst);
 	if (ret < 0)

@@ -377,6 +377,12 @@ t fusermount3 -u mnt2 || fail "fusermount3 -u mnt2"
 REFUSE_WHY="a read-only blockfs mount holds img.qcow2"
 expect_refused 'img\.qcow2' --image img.qcow2 --rw mnt2
 REFUSE_WHY=
+# qemu sees our locks: it may read alongside a read-only mount, not write.
+out=$(timeout 20 qemu-io -f qcow2 -c 'read 0 512' img.qcow2 2>&1) && rc=0 || rc=$?
+[[ $rc != 0 ]] && grep -q 'write" lock' <<<"$out" ||
+	fail "qemu-io opened img.qcow2 for writing under a blockfs mount (status $rc): $out"
+timeout 20 qemu-io -r -f qcow2 -c 'read 0 512' img.qcow2 >/dev/null 2>&1 ||
+	fail "qemu-io -r could not read img.qcow2 beside a read-only blockfs mount"
 blockfs_unmount mnt img.qcow2
 qemu_check img.qcow2
 qimg convert -O raw img.qcow2 after.raw
