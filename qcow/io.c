@@ -642,6 +642,26 @@ int qcow_block_status(struct qcow_image *img, uint64_t off, uint64_t len, struct
 	return 0;
 }
 
+int qcow_stored_bytes(struct qcow_image *img, uint64_t *out)
+{
+	uint64_t off = 0, total = 0;
+	struct qcow_extent x;
+	int err;
+
+	while (off < img->size) {
+		err = qcow_block_status(img, off, img->size - off, &x);
+		if (err < 0)
+			return err;
+		if (x.length == 0) /* cannot happen: a run spans at least one cluster */
+			return qcow_fail(img, -EIO, "block status made no progress");
+		if ((x.flags & QCOW_EXTENT_DATA) && x.depth == 0)
+			total += x.length;
+		off += x.length;
+	}
+	*out = total;
+	return 0;
+}
+
 int qcow_map_cached(struct qcow_image *img, uint64_t off, uint64_t len, struct qcow_map *map,
                     uint64_t *need_table)
 {

@@ -190,6 +190,13 @@ struct qcow_extent {
 int qcow_block_status(struct qcow_image *img, uint64_t off, uint64_t len, struct qcow_extent *ext);
 
 /*
+ * Bytes of the image's view (the volume, or the snapshot it was opened on)
+ * whose data is stored in this file rather than a backing file or as
+ * zeros, cluster-granular: what the view really occupies.  0 or -errno.
+ */
+int qcow_stored_bytes(struct qcow_image *img, uint64_t *out);
+
+/*
  * Non-blocking mapping for event-loop callers.  qcow_map_cached() describes
  * the run at off from cached metadata only.  It returns -EAGAIN with
  * *need_table set to the host offset of an L2 table that must be read first

@@ -231,6 +231,43 @@ Test(qcow_api, block_status_reports_chain_depth)
 	qcow_close(img);
 }
 
+Test(qcow_api, stored_bytes_counts_this_file_only)
+{
+	static uint8_t w[65536];
+	struct qcow_image *img;
+	uint64_t n = 1;
+
+	create("base.qcow2", 4 << 20, 0, NULL);
+	img = open_img("base.qcow2", QCOW_OPEN_RDWR);
+	fill(w, sizeof(w), 5);
+	cr_assert_eq(qcow_stored_bytes(img, &n), 0);
+	cr_assert_eq(n, 0, "a new image stores nothing");
+	cr_assert_eq(qcow_write(img, w, 0, sizeof(w)), 0);
+	cr_assert_eq(qcow_write(img, w, 65536, sizeof(w)), 0);
+	qcow_close(img);
+	create("top.qcow2", 8 << 20, 0, "base.qcow2");
+	img = open_img("top.qcow2", QCOW_OPEN_RDWR);
+	cr_assert_eq(qcow_write(img, w, 5 * 65536, 100), 0);
+	cr_assert_eq(qcow_write(img, w, (8 << 20) - 65536, sizeof(w)), 0);
+	cr_assert_eq(qcow_write_zeroes(img, 6 * 65536, 65536, 0), 0);
+	cr_assert_eq(qcow_stored_bytes(img, &n), 0);
+	/* Two data clusters here; the backing file's two and the zero cluster do not count. */
+	cr_assert_eq(n, 2 * 65536, "stored %llu", (unsigned long long)n);
+	cr_assert_eq(qcow_snapshot_create(img, "s"), 0);
+	cr_assert_eq(qcow_write(img, w, 7 * 65536, sizeof(w)), 0);
+	cr_assert_eq(qcow_stored_bytes(img, &n), 0);
+	cr_assert_eq(n, 3 * 65536);
+	qcow_close(img);
+	{
+		struct qcow_open_opts o = {.path = path_of("top.qcow2"), .snapshot = "s"};
+
+		cr_assert_eq(qcow_open(&o, &img, err, sizeof(err)), 0, "%s", err);
+		cr_assert_eq(qcow_stored_bytes(img, &n), 0);
+		cr_assert_eq(n, 2 * 65536, "the snapshot holds what was there when it was taken");
+		qcow_close(img);
+	}
+}
+
 Test(qcow_api, map_cached_asks_for_tables)
 {
 	static uint8_t w[65536], table[65536];
