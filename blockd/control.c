@@ -149,10 +149,13 @@ static json_t *volume_json(struct control *ctl, struct volume *vol, bool details
 		                                      "export", a->export_name, "connections",
 		                                      (json_int_t)a->connections));
 	}
-	o = json_pack("{s:s,s:I,s:I,s:I,s:o}", "name", vol->name, "size",
-	              (json_int_t)vol->main.size, "allocated",
-	              (json_int_t)(fstat(vol->main.fd, &sb) == 0 ? sb.st_blocks * 512 : 0),
-	              "snapshot_count", (json_int_t)info.nb_snapshots, "attachments", atts);
+	if (fstat(vol->main.fd, &sb) < 0)
+		memset(&sb, 0, sizeof(sb));
+	iso_time(sb.st_mtime, when);
+	o = json_pack("{s:s,s:I,s:I,s:s,s:I,s:o}", "name", vol->name, "size",
+	              (json_int_t)vol->main.size, "allocated", (json_int_t)sb.st_blocks * 512,
+	              "modified", when, "snapshot_count", (json_int_t)info.nb_snapshots,
+	              "attachments", atts);
 	/* The canonical path: clones name their base relative to the volumes folder. */
 	if (info.backing_path[0] && !realpath(info.backing_path, uri))
 		snprintf(uri, sizeof(uri), "%s", info.backing_path);
@@ -550,6 +553,33 @@ static int route(struct control *ctl, struct MHD_Connection *conn, const char *u
 				         : send_error(conn, 500, "internal", "snapshot vanished");
 			}
 		}
+	}
+	if (n == 5 && get) {
+		struct qcow_snapshot_info si;
+		struct volume *vol = lookup(ctl, seg[2]);
+		uint64_t stored;
+		json_t *o = NULL;
+
+		if (vol) {
+			pthread_mutex_lock(&vol->main.lock);
+			for (uint32_t i = 0; !o && i < qcow_snapshot_count(vol->main.img); i++)
+				if (qcow_snapshot_get(vol->main.img, i, &si) == 0 &&
+				    strcmp(si.name, seg[4]) == 0)
+					o = snapshot_json(&si);
+			pthread_mutex_unlock(&vol->main.lock);
+		}
+		if (!o) {
+			snprintf(err, sizeof(err), "no snapshot %s@%s", seg[2], seg[4]);
+			return send_error(conn, 404, "not_found", err);
+		}
+		rc = store_snapshot_stored(ctl->st, seg[2], seg[4], &stored);
+		if (rc < 0) {
+			json_decref(o);
+			snprintf(err, sizeof(err), "snapshot %s@%s cannot be read", seg[2], seg[4]);
+			return send_failure(conn, rc, err);
+		}
+		json_object_set_new(o, "allocated", json_integer((json_int_t)stored));
+		return send_json(conn, 200, o);
 	}
 	if (n == 5 && del) {
 		rc = manage_snapshot_delete(ctl->st, seg[2], seg[4], err, sizeof(err));

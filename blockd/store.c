@@ -413,6 +413,36 @@ static struct export_image *snapshot_view(struct store *st, struct volume *vol, 
 	return &sv->e;
 }
 
+int store_snapshot_stored(struct store *st, const char *name, const char *snap, uint64_t *out)
+{
+	struct snap_view *sv = NULL;
+	struct volume *vol;
+	int rc = 0;
+
+	pthread_mutex_lock(&st->lock);
+	vol = find_volume(st, name, strlen(name));
+	if (vol && snapshot_view(st, vol, snap))
+		sv = find_view(vol, snap, strlen(snap));
+	if (!sv) {
+		pthread_mutex_unlock(&st->lock);
+		return -ENOENT;
+	}
+	vol->busy++;
+	pthread_mutex_unlock(&st->lock);
+	pthread_mutex_lock(&sv->e.lock);
+	if (!sv->stored_known) {
+		rc = qcow_stored_bytes(sv->e.img, &sv->stored);
+		sv->stored_known = rc == 0;
+	}
+	if (rc == 0)
+		*out = sv->stored;
+	pthread_mutex_unlock(&sv->e.lock);
+	pthread_mutex_lock(&st->lock);
+	vol->busy--;
+	pthread_mutex_unlock(&st->lock);
+	return rc;
+}
+
 bool volume_has_writer(const struct volume *vol)
 {
 	for (const struct attachment *a = vol->attachments; a; a = a->next)
@@ -433,13 +463,15 @@ static const char *volume_writer(const struct volume *vol)
 static int find_export(struct store *st, const char *name, const char *peer,
                        struct proto_export *out, struct volume **volp, struct export_image **ep)
 {
-	const char *at = strchr(name, '@');
-	size_t vlen = at ? (size_t)(at - name) : strlen(name);
+	size_t len = strlen(name), sfx = strlen(STORE_RO_SUFFIX);
+	bool ro = len > sfx && strcmp(name + len - sfx, STORE_RO_SUFFIX) == 0;
+	const char *at = memchr(name, '@', len);
+	size_t vlen = at ? (size_t)(at - name) : len - (ro ? sfx : 0);
 	struct export_image *e;
 	struct volume *vol;
 	const char *writer;
 
-	if (!store_valid_name(name, vlen) || (at && !store_valid_name(at + 1, strlen(at + 1))))
+	if (!store_valid_name(name, vlen) || (at && !store_valid_name(at + 1, len - vlen - 1)))
 		return -ENOENT;
 	vol = find_volume(st, name, vlen);
 	if (!vol)
@@ -448,6 +480,8 @@ static int find_export(struct store *st, const char *name, const char *peer,
 		e = snapshot_view(st, vol, at + 1);
 		if (!e)
 			return -ENOENT;
+	} else if (ro) {
+		e = &vol->main; /* read by a peer that does not claim the volume */
 	} else {
 		e = &vol->main;
 		writer = volume_writer(vol);
@@ -459,7 +493,7 @@ static int find_export(struct store *st, const char *name, const char *peer,
 	}
 	*out = (struct proto_export){
 	    .size_bytes = e->size,
-	    .read_only = e->read_only,
+	    .read_only = e->read_only || ro,
 	    .multi_conn = true,
 	    .min_block = 1,
 	    .pref_block = 4096,
@@ -496,7 +530,7 @@ int store_attach(struct store *st, const char *name, const char *peer, struct pr
 	if (rc < 0)
 		goto out;
 	for (a = vol->attachments; a; a = a->next)
-		if (a->e == e && strcmp(a->peer, peer) == 0)
+		if (a->e == e && a->read_only == out->read_only && strcmp(a->peer, peer) == 0)
 			break;
 	if (!a) {
 		a = calloc(1, sizeof(*a));
@@ -506,7 +540,7 @@ int store_attach(struct store *st, const char *name, const char *peer, struct pr
 		}
 		a->vol = vol;
 		a->e = e;
-		a->read_only = e->read_only;
+		a->read_only = out->read_only;
 		a->since = time(NULL);
 		snprintf(a->export_name, sizeof(a->export_name), "%s", name);
 		snprintf(a->peer, sizeof(a->peer), "%s", peer);

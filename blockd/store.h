@@ -8,6 +8,8 @@
  * is a read-only view of one of its internal snapshots, opened on first
  * use.  A volume has at most one writing host at a time: connections from
  * the peer that holds it share it (multi-conn), another peer is refused.
+ * NAME:ro is the volume read-only: it claims nothing, so any peer may read
+ * a volume that another one writes (blockfs does).
  */
 #ifndef BLOCKD_STORE_H
 #define BLOCKD_STORE_H
@@ -20,8 +22,9 @@
 
 #include "proto.h"
 
-#define STORE_NAME_MAX 128 /* volume and snapshot names, not counting the NUL */
-#define STORE_PEER_MAX 64  /* "local" or an IP address */
+#define STORE_NAME_MAX  128   /* volume and snapshot names, not counting the NUL */
+#define STORE_PEER_MAX  64    /* "local" or an IP address */
+#define STORE_RO_SUFFIX ":ro" /* export NAME:ro: the volume, read-only */
 
 /*
  * One open image behind an export.  lock serialises every call into the

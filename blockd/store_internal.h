@@ -18,6 +18,8 @@
 struct snap_view {
 	char name[STORE_NAME_MAX + 1];
 	struct export_image e;
+	bool stored_known; /* stored: the snapshot's own bytes, counted once (it never changes) */
+	uint64_t stored;
 	struct snap_view *next;
 };
 
@@ -65,6 +67,13 @@ int load_snap_names(struct volume *vol);
 struct volume *find_volume(struct store *st, const char *name, size_t len);
 void link_volume(struct store *st, struct volume *vol);
 bool volume_has_writer(const struct volume *vol);
+/*
+ * Bytes the snapshot SNAP of volume NAME occupies in its file (see
+ * qcow_stored_bytes()); counted on the first call.  -ENOENT when there is
+ * no such snapshot, else 0 or -errno.  Only from the control thread, which
+ * alone deletes snapshots and volumes.
+ */
+int store_snapshot_stored(struct store *st, const char *name, const char *snap, uint64_t *out);
 int image_close(struct export_image *e, const char *what);
 /* fsync of a folder, so that a create, rename or unlink in it is durable. */
 int sync_dir(const char *path);

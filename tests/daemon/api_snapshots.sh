@@ -56,6 +56,26 @@ t nbdinfo --list "$(unix_uri "")" >list.txt || fail "nbdinfo --list"
 grep -q 'export="vol@s1"' list.txt && grep -q 'export="vol@s2"' list.txt ||
 	fail "NBD does not list vol@s1 and vol@s2: $(cat list.txt)"
 
+# One snapshot: its entry plus the bytes it holds in the file, whole
+# clusters of data written before it was taken (none written after).
+expect 201 POST /v1/volumes '{"name": "al", "size": "8M"}'
+t nbdsh -u "$(unix_uri al)" -c 'h.pwrite(b"a" * 3 * 65536, 0); h.pwrite(b"b" * 100, 5 << 20); h.flush()' ||
+	fail "nbdsh writes to al"
+expect 201 POST /v1/volumes/al/snapshots '{"name": "a"}'
+t nbdsh -u "$(unix_uri al)" -c 'h.pwrite(b"c" * 2 * 65536, 1 << 20); h.flush()' || fail "nbdsh al"
+expect 200 GET /v1/volumes/al/snapshots/a
+[[ $(json 'sorted(d)') == "['allocated', 'created', 'id', 'name', 'size']" ]] ||
+	fail "GET one snapshot has keys $(json 'sorted(d)')"
+[[ $(json 'd["name"], d["size"], d["allocated"]') == "('a', $((8 * M)), $((4 * 65536)))" ]] ||
+	fail "GET al/snapshots/a: $(cat resp)"
+expect 201 POST /v1/volumes/al/snapshots '{"name": "b"}'
+expect 200 GET /v1/volumes/al/snapshots/b
+[[ $(json 'd["allocated"]') == $((6 * 65536)) ]] || fail "GET al/snapshots/b: $(cat resp)"
+expect_error 404 not_found GET /v1/volumes/al/snapshots/nosuch
+expect_error 404 not_found GET /v1/volumes/nosuch/snapshots/a
+wait_detached al
+expect 204 DELETE /v1/volumes/al
+
 # The snapshot is read-only over NBD.
 t nbdinfo --json "$(unix_uri vol@s1)" >info.json || fail "nbdinfo vol@s1"
 [[ $(json 'd["exports"][0]["is_read_only"]' info.json) == true ]] || fail "vol@s1 is writable"
@@ -76,7 +96,6 @@ expect_error 400 bad_request POST /v1/volumes/vol/snapshots '{}'
 expect_error 400 bad_request POST /v1/volumes/vol/snapshots '{"name": "x"'
 expect_error 400 bad_request DELETE /v1/volumes/vol/snapshots/..
 expect_error 400 bad_request POST /v1/volumes/vol/snapshots/%2e%2e/restore
-expect_error 405 method_not_allowed GET /v1/volumes/vol/snapshots/s1
 expect_error 405 method_not_allowed GET /v1/volumes/vol/snapshots/s1/restore
 expect_error 405 method_not_allowed POST /v1/volumes/vol/snapshots/s1 '{}'
 expect_error 405 method_not_allowed DELETE /v1/volumes/vol/snapshots/s1/restore

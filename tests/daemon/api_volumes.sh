@@ -50,13 +50,15 @@ leftover=$(find "$DIR/volumes" "$DIR/bases" -name '*.tmp')
 # --- list and info.
 [[ $(names) == "Vol_2.x-y alpha big" ]] || fail "GET /v1/volumes: $(cat resp)"
 [[ $(json 'sorted(d)') == "['volumes']" ]] || fail "GET /v1/volumes has keys $(json 'sorted(d)')"
-[[ $(json 'sorted(d["volumes"][0])') == "['allocated', 'attachments', 'backing', 'name', 'nbd_unix_uri', 'nbd_uri', 'size', 'snapshot_count']" ]] ||
+[[ $(json 'sorted(d["volumes"][0])') == "['allocated', 'attachments', 'backing', 'modified', 'name', 'nbd_unix_uri', 'nbd_uri', 'size', 'snapshot_count']" ]] ||
 	fail "a listed volume has keys $(json 'sorted(d["volumes"][0])')"
 expect 200 GET /v1/volumes/alpha
-[[ $(json 'sorted(d)') == "['allocated', 'attachments', 'backing', 'name', 'nbd_unix_uri', 'nbd_uri', 'size', 'snapshot_count', 'snapshots']" ]] ||
+[[ $(json 'sorted(d)') == "['allocated', 'attachments', 'backing', 'modified', 'name', 'nbd_unix_uri', 'nbd_uri', 'size', 'snapshot_count', 'snapshots']" ]] ||
 	fail "GET /v1/volumes/alpha has keys $(json 'sorted(d)')"
 [[ $(json 'd["name"], d["size"], d["backing"], d["snapshot_count"], d["attachments"], d["snapshots"]') == "('alpha', 67108864, None, 0, [], [])" ]] ||
 	fail "GET /v1/volumes/alpha: $(cat resp)"
+[[ $(json 'd["modified"]') == "$(date -u -r "$BLOCKD_DIR/volumes/alpha.qcow2" +%Y-%m-%dT%H:%M:%SZ)" ]] ||
+	fail "modified $(json 'd["modified"]') is not the file's mtime"
 [[ $(json 'd["nbd_uri"]') == "$(tcp_uri alpha)" ]] || fail "nbd_uri $(json 'd["nbd_uri"]')"
 [[ $(json 'd["nbd_unix_uri"]') == "$(unix_uri alpha)" ]] ||
 	fail "nbd_unix_uri $(json 'd["nbd_unix_uri"]')"

@@ -21,7 +21,7 @@ OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO = 1, 2, 3, 6, 7
 REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
 ERR_UNSUP, ERR_POLICY, ERR_INVALID, ERR_UNKNOWN = 0x80000001, 0x80000002, 0x80000003, 0x80000006
 ERR_TOO_BIG = 0x80000007
-CMD_READ, CMD_DISC = 0, 2
+CMD_READ, CMD_WRITE, CMD_DISC = 0, 1, 2
 TIMEOUT = 10
 
 failures = []
@@ -444,6 +444,26 @@ else:
              f"{'accepted' if u is not None else hex(rtype)}, wanted ERR_POLICY")
         if u is not None:
             disc(u)
+    # NAME:ro reads the live volume without claiming it, from any host;
+    # writes through it are refused with EPERM.
+    for what, kw in (("127.0.0.2", {"source": "127.0.0.2"}), ("unix", {"unix": True})):
+        r, size = open_export(b"vol:ro", **kw)
+        if r is None:
+            fail(f"{what}: GO vol:ro while 127.0.0.1 writes vol refused: {size:#x}")
+            continue
+        if size != 8 << 20 or read_cmd(r, 0, 4096) != b"\x42" * 4096:
+            fail(f"{what}: vol:ro reads wrong size {size} or data")
+        r.sendall(struct.pack(">IHHQQI", REQUEST_MAGIC, 0, CMD_WRITE, 7, 0, 512) + b"\0" * 512)
+        magic, err, ck = struct.unpack(">IIQ", recv_exact(r, 16))
+        if ck != 7 or err != 1:
+            fail(f"{what}: write through vol:ro answered error {err} (cookie {ck}), wanted EPERM")
+        disc(r)
+    for bad in (b":ro", b"vol:ro:ro", b"vol@s1:ro", b"vol:RO", b"vol:r", b"nope:ro"):
+        r, rtype = open_export(bad, source="127.0.0.2")
+        if r is not None or rtype != ERR_UNKNOWN:
+            fail(f"GO {bad!r}: {'accepted' if r is not None else hex(rtype)}, wanted ERR_UNKNOWN")
+            if r is not None:
+                disc(r)
     # Still refused while a holds it; a's connection still works.
     if read_cmd(a, 0, 512) != b"\x42" * 512:
         fail("holder read after refusals: wrong data")
