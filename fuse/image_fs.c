@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * blockfs - a qcow2 volume and its snapshots as plain files, through FUSE.
- *
- *   blockfs --image FILE.qcow2 [--rw] [-f] MOUNTPOINT
+ * image_fs.c - blockfs --image: one qcow2 file and its snapshots, through
+ * the qcow library, no daemon.
  *
  *   MOUNTPOINT/disk                    the volume, raw (writable with --rw)
  *   MOUNTPOINT/info.json               size, allocated bytes, backing file, snapshots
@@ -17,12 +16,9 @@
  * mount itself is read-only, so the kernel answers every write with EROFS.
  * FUSE calls come from several threads; one mutex serialises the library.
  */
-#define FUSE_USE_VERSION 31
 
 #include <errno.h>
 #include <fcntl.h>
-#include <fuse.h>
-#include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -34,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blockfs.h"
 #include "qcow.h"
 
 struct view {
@@ -54,27 +51,6 @@ static struct {
 	uint32_t n_snaps;
 	char backing[PATH_MAX]; /* canonical path of the backing file, or "" */
 } fs = {.fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
-
-static const struct fuse_opt options[] = {
-    /* Takes "--image FILE" and "--image=FILE" (the value then starts with '='). */
-    {"--image %s", offsetof(__typeof__(fs), image), 0},
-    {"--rw", offsetof(__typeof__(fs), rw), 1},
-    FUSE_OPT_END,
-};
-
-/* Bytes of the view stored in this image (not in a backing file), cluster-granular. */
-static uint64_t stored_bytes(struct qcow_image *img, uint64_t size)
-{
-	uint64_t off = 0, total = 0;
-	struct qcow_extent x;
-
-	while (off < size && qcow_block_status(img, off, size - off, &x) == 0 && x.length > 0) {
-		if ((x.flags & QCOW_EXTENT_DATA) && x.depth == 0)
-			total += x.length;
-		off += x.length;
-	}
-	return total;
-}
 
 static int open_view(struct view *v, const char *snapshot, char *err, size_t errlen)
 {
@@ -101,7 +77,10 @@ static int open_view(struct view *v, const char *snapshot, char *err, size_t err
 	qcow_get_info(v->img, &info);
 	v->size = info.size_bytes;
 	snprintf(v->name, sizeof(v->name), "%s", snapshot ? snapshot : "");
-	v->allocated = stored_bytes(v->img, v->size);
+	if (qcow_stored_bytes(v->img, &v->allocated) < 0) {
+		snprintf(err, errlen, "%s", qcow_last_error(v->img));
+		return -1;
+	}
 	return 0;
 }
 
@@ -176,7 +155,6 @@ static char *info_json(struct view *v)
 	json_t *o, *snaps = json_array();
 	struct timespec mtime;
 	uint64_t allocated;
-	char *text;
 
 	view_state(v, &allocated, &mtime);
 	pthread_mutex_lock(&fs.lock);
@@ -203,22 +181,7 @@ static char *info_json(struct view *v)
 	json_object_set_new(o, "backing", fs.backing[0] ? json_string(fs.backing) : json_null());
 	if (v->name[0])
 		json_object_set_new(o, "snapshot", json_string(v->name));
-	text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
-	json_decref(o);
-	if (!text)
-		return NULL;
-	{
-		size_t n = strlen(text);
-		char *t2 = realloc(text, n + 2);
-
-		if (!t2) {
-			free(text);
-			return NULL;
-		}
-		t2[n] = '\n';
-		t2[n + 1] = '\0';
-		return t2;
-	}
+	return blockfs_json_text(o);
 }
 
 enum node { N_NONE, N_ROOT, N_SNAPDIR, N_SNAP, N_DISK, N_INFO };
@@ -339,6 +302,8 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 		return -EROFS;
 	if (fi->flags & O_TRUNC)
 		return -EINVAL; /* a disk has a fixed size */
+	if (n == N_DISK)
+		blockfs_readahead_once();
 	return 0;
 }
 
@@ -488,53 +453,21 @@ static void close_all(void)
 	fs.fd = -1;
 }
 
-static void usage(FILE *f)
+int image_mode(struct fuse_args *args, const char *image, bool rw)
 {
-	fprintf(f, "usage: blockfs --image FILE.qcow2 [--rw] [-f] MOUNTPOINT\n"
-	           "       fusermount3 -u MOUNTPOINT\n"
-	           "Shows a qcow2 volume and its snapshots as raw files: MOUNTPOINT/disk,\n"
-	           "MOUNTPOINT/info.json, MOUNTPOINT/snapshots/SNAP/{disk,info.json}.\n"
-	           "Read-only unless --rw; -f stays in the foreground.\n");
-}
-
-int main(int argc, char **argv)
-{
-	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	char err[512], *image_arg;
+	char err[512];
 	int rc;
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-			usage(stdout);
-			return 0;
-		}
-	}
-	if (fuse_opt_parse(&args, &fs, options, NULL) < 0)
-		return 2;
-	image_arg = (char *)fs.image; /* allocated by fuse_opt_parse() */
-	if (fs.image && fs.image[0] == '=')
-		fs.image++;
-	if (!fs.image) {
-		fprintf(stderr, "blockfs: give --image FILE.qcow2 (the daemon mode is not "
-		                "available yet)\n");
-		usage(stderr);
-		fuse_opt_free_args(&args);
-		return 2;
-	}
+	fs.image = image;
+	fs.rw = rw;
 	if (open_all(err, sizeof(err)) < 0) {
 		fprintf(stderr, "blockfs: %s\n", err);
 		close_all();
-		fuse_opt_free_args(&args);
-		free(image_arg);
 		return 1;
 	}
 	if (!fs.rw)
-		fuse_opt_add_arg(&args, "-oro");
-	fuse_opt_add_arg(&args, "-ofsname=blockfs");
-	fuse_opt_add_arg(&args, "-odefault_permissions");
-	rc = fuse_main(args.argc, args.argv, &ops, NULL);
+		fuse_opt_add_arg(args, "-oro");
+	rc = fuse_main(args->argc, args->argv, &ops, NULL);
 	close_all(); /* when fuse_main() failed before mounting; else already done */
-	fuse_opt_free_args(&args);
-	free(image_arg);
 	return rc;
 }

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * nbdconn.h - blockfs's NBD connections to blockd, over its unix socket,
+ * spoken with proto/'s client side.
+ *
+ * An nbd_export is one export (NAME, NAME:ro or NAME@SNAP) with a small
+ * pool of connections that the open files of that export share: a request
+ * takes an idle connection (or opens one, up to NBDCONN_POOL_MAX) and
+ * carries one request at a time on it, so FUSE threads run in parallel
+ * without a reconnect per read.  The last nbd_export_put() disconnects
+ * them all, so that blockd's attachment ends with the last open file.
+ *
+ * A connection that breaks (blockd stopped or killed, a reply that does
+ * not fit, no answer within NBDCONN_TIMEOUT_S) is dropped and the request
+ * tried once more on a new one; when that fails too the caller gets -EIO.
+ * If writes not yet covered by a FLUSH were on a dropped connection, the
+ * next nbd_export_flush() fails with -EIO once (they may be lost), as a
+ * file system reports a failed write-back at fsync.
+ */
+#ifndef BLOCKD_FUSE_NBDCONN_H
+#define BLOCKD_FUSE_NBDCONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto_client.h"
+
+#define NBDCONN_POOL_MAX  4  /* connections per export: the kernel sends a few reads at once */
+#define NBDCONN_TIMEOUT_S 30 /* a request without an answer for this long breaks the connection */
+
+struct nbd_export;
+
+/*
+ * The export NAME at the unix socket SOCKET_PATH, shared with the open
+ * files that already have it (a new one opens its first connection here,
+ * so a refusal shows at open).  *info gets what the server said.  -ENOENT
+ * (no such export), -EPERM (refused: another host writes the volume),
+ * -EIO (cannot reach blockd or it broke the protocol), -ENOMEM.
+ */
+int nbd_export_get(const char *socket_path, const char *name, struct nbd_export **out,
+                   struct proto_client_export *info);
+
+/* Lets go of one reference; the last one disconnects. */
+void nbd_export_put(struct nbd_export *x);
+
+/* True while some open file holds export NAME. */
+bool nbd_export_held(const char *name);
+
+/* Requests; 0 or -errno (the server's error as an errno, or -EIO). */
+int nbd_export_read(struct nbd_export *x, void *buf, size_t len, uint64_t off);
+int nbd_export_write(struct nbd_export *x, const void *buf, size_t len, uint64_t off);
+int nbd_export_flush(struct nbd_export *x);
+/* Reads as zeros afterwards; may_unmap lets whole clusters be given back. */
+int nbd_export_zero(struct nbd_export *x, uint64_t off, uint64_t len, bool may_unmap);
+
+#endif
