@@ -49,17 +49,7 @@ int sync_dir(const char *path)
 
 bool store_valid_name(const char *name, size_t len)
 {
-	if (len == 0 || len > STORE_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		char c = name[i];
-		bool alnum =
-		    (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-
-		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
-			return false;
-	}
-	return true;
+	return blockd_name_valid(name, len);
 }
 
 static int image_open(struct export_image *e, const char *path, int fd, const char *snapshot,

@@ -20,9 +20,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "names.h"
 #include "proto.h"
 
-#define STORE_NAME_MAX  128   /* volume and snapshot names, not counting the NUL */
+#define STORE_NAME_MAX  BLOCKD_NAME_MAX
 #define STORE_PEER_MAX  64    /* "local" or an IP address */
 #define STORE_RO_SUFFIX ":ro" /* export NAME:ro: the volume, read-only */
 

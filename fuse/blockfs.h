@@ -30,6 +30,9 @@ int daemon_mode(struct fuse_args *args, const char *control_path, const char *nb
 void blockfs_readahead_setup(const char *mountpoint);
 void blockfs_readahead_once(void);
 
+/* A read of text (NUL-terminated) at off into buf: the byte count. */
+int blockfs_read_text(const char *text, char *buf, size_t len, off_t off);
+
 /* o (consumed) as info.json's text: indented, keys sorted, ending in a newline; NULL when out of
  * memory. */
 char *blockfs_json_text(json_t *o);

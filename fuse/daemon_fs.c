@@ -32,10 +32,10 @@
 
 #include "blockfs.h"
 #include "catalog.h"
+#include "names.h"
 #include "nbdconn.h"
 
-#define NAME_BYTES 128 /* blockd's names: volumes and snapshots */
-#define RO_SUFFIX  ":ro"
+#define RO_SUFFIX ":ro"
 
 static struct {
 	const char *control;
@@ -48,8 +48,8 @@ enum kind { K_NONE, K_ROOT, K_VOL, K_DISK, K_INFO, K_SNAPDIR, K_SNAP, K_SNAPDISK
 
 struct node {
 	enum kind kind;
-	char vol[NAME_BYTES + 1];
-	char snap[NAME_BYTES + 1];
+	char vol[BLOCKD_NAME_MAX + 1];
+	char snap[BLOCKD_NAME_MAX + 1];
 };
 
 /* An open file: a disk's export, or info.json's text as it was at open. */
@@ -59,22 +59,6 @@ struct handle {
 	bool writable;
 	char *text;
 };
-
-/* blockd's rule: letters and digits, then also '.', '_' and '-'; at most NAME_BYTES. */
-static bool valid_name(const char *s, size_t len)
-{
-	if (len == 0 || len > NAME_BYTES)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-		bool alnum =
-		    (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-
-		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
-			return false;
-	}
-	return true;
-}
 
 static enum kind parse(const char *path, struct node *n)
 {
@@ -94,7 +78,7 @@ static enum kind parse(const char *path, struct node *n)
 		len[k++] = (size_t)(end - p - 1);
 		p = end;
 	}
-	if (k == 0 || !valid_name(part[0], len[0]))
+	if (k == 0 || !blockd_name_valid(part[0], len[0]))
 		return n->kind = K_NONE;
 	memcpy(n->vol, part[0], len[0]);
 #define IS(i, s) (len[i] == strlen(s) && memcmp(part[i], s, len[i]) == 0)
@@ -105,7 +89,7 @@ static enum kind parse(const char *path, struct node *n)
 		                 : IS(1, "info.json") ? K_INFO
 		                 : IS(1, "snapshots") ? K_SNAPDIR
 		                                      : K_NONE;
-	if (!IS(1, "snapshots") || !valid_name(part[2], len[2]))
+	if (!IS(1, "snapshots") || !blockd_name_valid(part[2], len[2]))
 		return n->kind = K_NONE;
 	memcpy(n->snap, part[2], len[2]);
 	if (k == 3)
@@ -339,7 +323,7 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 		const char *name = json_string_value(json_object_get(e, "name"));
 
 		/* A snapshot blockd cannot serve (its name breaks the rule) is not shown. */
-		if (name && valid_name(name, strlen(name)))
+		if (name && blockd_name_valid(name, strlen(name)))
 			fill(buf, name, NULL, 0, 0);
 	}
 	json_decref(o);
@@ -349,7 +333,7 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 /* Opens the export of a disk for handle h. */
 static int open_disk(const struct node *n, bool writing, struct handle *h)
 {
-	char name[2 * NAME_BYTES + 8];
+	char name[2 * BLOCKD_NAME_MAX + 8];
 	struct proto_client_export info;
 	json_t *entry;
 	int rc;
@@ -438,16 +422,8 @@ static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fu
 	(void)path;
 	if (off < 0)
 		return -EINVAL;
-	if (h->text) {
-		size_t tl = strlen(h->text);
-
-		if ((size_t)off >= tl)
-			return 0;
-		if (len > tl - (size_t)off)
-			len = tl - (size_t)off;
-		memcpy(buf, h->text + off, len);
-		return (int)len;
-	}
+	if (h->text)
+		return blockfs_read_text(h->text, buf, len, off);
 	if ((uint64_t)off >= h->size)
 		return 0;
 	if (len > h->size - (uint64_t)off)

@@ -318,20 +318,12 @@ static int fs_read(const char *path, char *buf, size_t len, off_t off, struct fu
 		return -EINVAL;
 	if (n == N_INFO) {
 		char *text = info_json(v);
-		size_t tl;
 
 		if (!text)
 			return -ENOMEM;
-		tl = strlen(text);
-		if ((size_t)off >= tl) {
-			free(text);
-			return 0;
-		}
-		if (len > tl - (size_t)off)
-			len = tl - (size_t)off;
-		memcpy(buf, text + off, len);
+		rc = blockfs_read_text(text, buf, len, off);
 		free(text);
-		return (int)len;
+		return rc;
 	}
 	if (n != N_DISK)
 		return -EISDIR;

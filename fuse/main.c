@@ -58,6 +58,18 @@ char *blockfs_json_text(json_t *o)
 	return t2;
 }
 
+int blockfs_read_text(const char *text, char *buf, size_t len, off_t off)
+{
+	size_t tl = strlen(text);
+
+	if (off < 0 || (size_t)off >= tl)
+		return 0;
+	if (len > tl - (size_t)off)
+		len = tl - (size_t)off;
+	memcpy(buf, text + off, len);
+	return (int)len;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: blockfs [--data-dir DIR | --control PATH] [--rw] [-f] MOUNTPOINT\n"
