@@ -29,6 +29,13 @@
 #define STOP_GRACE_SEC 10
 
 /*
+ * At start, how long a unix socket that still accepts may take to go away
+ * before it counts as another server's: a killed daemon's rings release it
+ * within milliseconds.
+ */
+#define UNIX_STALE_WAIT_MS 2000
+
+/*
  * Reply bytes the daemon makes up itself (option replies, error and empty
  * replies) queued per connection before it stops reading: a client that
  * sends cheap requests and reads nothing cannot grow the queue further.

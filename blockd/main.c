@@ -33,6 +33,7 @@
 #include "datadir.h"
 #include "exec.h"
 #include "log.h"
+#include "daemon_limits.h"
 #include "proto_limits.h"
 #include "size.h"
 #include "store.h"
@@ -265,11 +266,23 @@ static int listen_unix(const char *path)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
-	/* A socket left by a daemon that died is replaced; a live one is not. */
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-		log_error("%s: another server is listening there", path);
+	/*
+	 * A socket left by a daemon that died is replaced; a live one is not.
+	 * A daemon killed a moment ago may still accept for a while: its
+	 * io_uring, which holds the listening socket, is torn down after the
+	 * process is gone.  So a connectable socket is asked again for up to
+	 * UNIX_STALE_WAIT_MS before it counts as another server's.
+	 */
+	for (int waited = 0; connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0; waited += 50) {
 		close(fd);
-		return -1;
+		if (waited >= UNIX_STALE_WAIT_MS) {
+			log_error("%s: another server is listening there", path);
+			return -1;
+		}
+		usleep(50 * 1000);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -1;
 	}
 	close(fd);
 	unlink(path);
