@@ -66,7 +66,7 @@ static int fetch(const char *path, json_t **out, char *err, size_t errlen)
 	struct body b = {0};
 	CURL *curl = curl_easy_init();
 	CURLcode rc = CURLE_OK;
-	long status = 0;
+	long status = 0, os_errno = 0;
 	json_t *j = NULL;
 
 	if (!curl)
@@ -87,10 +87,16 @@ static int fetch(const char *path, json_t **out, char *err, size_t errlen)
 		rc = curl_easy_perform(curl);
 	if (rc == CURLE_OK)
 		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+	else
+		curl_easy_getinfo(curl, CURLINFO_OS_ERRNO, &os_errno);
 	curl_easy_cleanup(curl);
 	if (rc != CURLE_OK) {
-		if (err)
+		/* In words about the socket: curl's own would speak of "localhost port 80". */
+		if (err && rc == CURLE_COULDNT_CONNECT)
 			snprintf(err, errlen, "cannot reach blockd at %s: %s", cat.control_path,
+			         strerror(os_errno ? (int)os_errno : ECONNREFUSED));
+		else if (err)
+			snprintf(err, errlen, "talking to blockd at %s: %s", cat.control_path,
 			         cerr[0] ? cerr : curl_easy_strerror(rc));
 		free(b.data);
 		return -EIO;

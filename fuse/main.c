@@ -18,10 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blockfs.h" /* first: it sets FUSE_USE_VERSION */
+#include "blockfs.h"
 #include "datadir.h"
-
-#include <fuse_lowlevel.h>
 
 static struct options {
 	char *image;
@@ -88,44 +86,51 @@ static const char *value(const char *s)
 	return s && s[0] == '=' ? s + 1 : s;
 }
 
-/* Where the daemon's sockets are: DIR/control.sock and DIR/nbd.sock, or next to --control. */
+/*
+ * Where the daemon's sockets are: DIR/control.sock and DIR/nbd.sock, or
+ * --control PATH and nbd.sock beside it.  Made absolute: in the background
+ * the working folder is "/".  -errno, printed.
+ */
 static int daemon_paths(char *control, char *nbd, size_t len)
 {
-	char dir[PATH_MAX], copy[PATH_MAX];
+	char given[PATH_MAX], dir[PATH_MAX], copy[PATH_MAX];
+	const char *file = "control.sock";
 
 	if (opt.control) {
 		snprintf(copy, sizeof(copy), "%s", value(opt.control));
-		if ((size_t)snprintf(control, len, "%s", value(opt.control)) >= len ||
-		    (size_t)snprintf(nbd, len, "%s/nbd.sock", dirname(copy)) >= len)
-			return -ENAMETOOLONG;
-		return 0;
-	}
-	if (opt.data_dir)
-		snprintf(dir, sizeof(dir), "%s", value(opt.data_dir));
-	else if (datadir_default(dir, sizeof(dir)) < 0) {
+		snprintf(given, sizeof(given), "%s", dirname(copy));
+		snprintf(copy, sizeof(copy), "%s", value(opt.control));
+		file = basename(copy);
+	} else if (opt.data_dir) {
+		snprintf(given, sizeof(given), "%s", value(opt.data_dir));
+	} else if (datadir_default(given, sizeof(given)) < 0) {
 		fprintf(stderr, "blockfs: no HOME or XDG_STATE_HOME to find blockd in: give "
 		                "--data-dir\n");
 		return -ENOENT;
 	}
-	if ((size_t)snprintf(control, len, "%s/control.sock", dir) >= len ||
-	    (size_t)snprintf(nbd, len, "%s/nbd.sock", dir) >= len)
+	if (!realpath(given, dir)) {
+		fprintf(stderr, "blockfs: %s: %s (is blockd running? see --data-dir)\n", given,
+		        strerror(errno));
+		return -errno;
+	}
+	if ((size_t)snprintf(control, len, "%s/%s", dir, file) >= len ||
+	    (size_t)snprintf(nbd, len, "%s/nbd.sock", dir) >= len) {
+		fprintf(stderr, "blockfs: the daemon's socket paths are too long\n");
 		return -ENAMETOOLONG;
+	}
 	return 0;
 }
 
-/* Tells readahead.c the mount point, as libfuse will see it (absolute). */
-static void note_mountpoint(const struct fuse_args *args)
+/* Notes the mount point (the argument that is no option) for readahead.c; keeps it for libfuse. */
+static int note_mountpoint(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
-	struct fuse_args copy = FUSE_ARGS_INIT(0, NULL);
-	struct fuse_cmdline_opts o = {0};
-	int ok = 0;
+	char abs[PATH_MAX];
 
-	for (int i = 0; i < args->argc && ok == 0; i++)
-		ok = fuse_opt_add_arg(&copy, args->argv[i]);
-	if (ok == 0 && fuse_parse_cmdline(&copy, &o) == 0 && o.mountpoint)
-		blockfs_readahead_setup(o.mountpoint);
-	free(o.mountpoint);
-	fuse_opt_free_args(&copy);
+	(void)data;
+	(void)outargs;
+	if (key == FUSE_OPT_KEY_NONOPT && realpath(arg, abs))
+		blockfs_readahead_setup(abs);
+	return 1;
 }
 
 int main(int argc, char **argv)
@@ -147,7 +152,7 @@ int main(int argc, char **argv)
 			return 0;
 		}
 	}
-	if (fuse_opt_parse(&args, &opt, option_spec, NULL) < 0)
+	if (fuse_opt_parse(&args, &opt, option_spec, note_mountpoint) < 0)
 		return 2;
 	if (opt.image && (opt.data_dir || opt.control)) {
 		fprintf(stderr, "blockfs: --image shows one file without a daemon: it does not "
@@ -160,14 +165,11 @@ int main(int argc, char **argv)
 		usage(stderr);
 		goto out;
 	}
-	note_mountpoint(&args);
 	fuse_opt_add_arg(&args, "-ofsname=blockfs");
 	fuse_opt_add_arg(&args, "-odefault_permissions");
 	if (opt.image) {
 		rc = image_mode(&args, value(opt.image), opt.rw);
-	} else if ((rc = daemon_paths(control, nbd, sizeof(control))) < 0) {
-		if (rc == -ENAMETOOLONG)
-			fprintf(stderr, "blockfs: the daemon's socket paths are too long\n");
+	} else if (daemon_paths(control, nbd, sizeof(control)) < 0) {
 		rc = 1;
 	} else {
 		rc = daemon_mode(&args, control, nbd, opt.rw);
