@@ -25,35 +25,6 @@ need mkfs.ext4 debugfs e2fsck qemu-io fallocate
 M=$((1 << 20))
 SIZE=$((64 * M))
 
-# debugfs_run DISK [-w] CMD...: debugfs runs the requests and reports no
-# error (debugfs itself exits 0 whatever happens).
-debugfs_run() {
-	local disk=$1 w=()
-	shift
-	if [[ $1 == -w ]]; then
-		w=(-w)
-		shift
-	fi
-	printf '%s\n' "$@" >debugfs.cmds
-	t debugfs "${w[@]}" -f debugfs.cmds "$disk" >debugfs.out 2>&1 ||
-		fail "debugfs ${w[*]} $disk: $(cat debugfs.out)"
-	if grep -vE '^(debugfs [0-9.]+ \(|debugfs: |Allocated inode: [0-9]+$)' debugfs.out | grep -q .; then
-		fail "debugfs ${w[*]} $disk $*: $(cat debugfs.out)"
-	fi
-}
-
-# debugfs_cat DISK PATH: the file's bytes, read by debugfs (read-only open).
-debugfs_cat() {
-	t debugfs -R "cat $2" "$1" 2>debugfs.err
-}
-
-# e2fsck_clean DISK: e2fsck -fn finds nothing wrong.
-e2fsck_clean() {
-	local rc=0
-	t e2fsck -fn "$1" >e2fsck.out 2>&1 || rc=$?
-	[[ $rc == 0 ]] || fail "e2fsck -fn $1 exited $rc: $(cat e2fsck.out)"
-}
-
 # wait_blocks_above FILE N: FILE's st_blocks exceeds N within 3 s (FUSE
 # attributes may be cached for a second).
 wait_blocks_above() {

@@ -1,13 +1,19 @@
 # SPDX-License-Identifier: MIT
 # lib.sh - sourced by every blockfs test.  $1 is the blockfs binary, $2 the
-# blockctl binary.  Sets up a scratch folder (on exit every FUSE and loop
-# mount under it is taken down, background helpers are stopped, then it is
-# removed), skips (77) without /dev/fuse or a needed tool, and bounds every
-# command in time.
+# blockctl binary, $3 (tests of the daemon mode) the blockd binary.  Sets up
+# a scratch folder (on exit background helpers are stopped, every FUSE and
+# loop mount under it is taken down, a blockd still running is killed, then
+# it is removed), skips (77) without /dev/fuse or a needed tool, and bounds
+# every command in time.
 set -euo pipefail
 
-BLOCKFS=$(realpath "${1:?usage: $0 PATH-TO-BLOCKFS PATH-TO-BLOCKCTL}")
-BLOCKCTL=$(realpath "${2:?usage: $0 PATH-TO-BLOCKFS PATH-TO-BLOCKCTL}")
+USAGE="usage: $0 PATH-TO-BLOCKFS PATH-TO-BLOCKCTL [PATH-TO-BLOCKD]"
+BLOCKFS=$(realpath "${1:?$USAGE}")
+BLOCKCTL=$(realpath "${2:?$USAGE}")
+BLOCKD=
+if [[ -n ${3:-} ]]; then
+	BLOCKD=$(realpath "$3")
+fi
 FUSE_TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STEP_TIMEOUT=${STEP_TIMEOUT:-30}
 # Debian's python3 and e2fsprogs (a pyenv on PATH may shadow python3).
@@ -29,10 +35,14 @@ if [[ ! -c /dev/fuse || ! -r /dev/fuse || ! -w /dev/fuse ]]; then
 fi
 [[ -x $BLOCKFS ]] || { echo "FAIL: $BLOCKFS is not an executable" >&2; exit 1; }
 [[ -x $BLOCKCTL ]] || { echo "FAIL: $BLOCKCTL is not an executable" >&2; exit 1; }
+[[ -z $BLOCKD || -x $BLOCKD ]] || { echo "FAIL: $BLOCKD is not an executable" >&2; exit 1; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/blockfs-test.XXXXXX")
-# Background helpers this test started (flock holders, qemu-io, blockfs -f).
+# Background helpers this test started (flock holders, qemu-io, blockfs -f,
+# nbdsh clients).
 HELPER_PIDS=()
+# The blockd start_blockd started, while it runs.
+BLOCKD_PID=
 
 # mounted DIR: DIR is a mount point right now (per the kernel's table).
 mounted() {
@@ -57,6 +67,10 @@ cleanup() {
 		fi
 	done < <(awk -v t="$TMP/" 'index($2, t) == 1 { print length($2), $2 }' /proc/self/mounts |
 		sort -rn | cut -d' ' -f2-)
+	if [[ -n $BLOCKD_PID ]]; then
+		kill -KILL "$BLOCKD_PID" 2>/dev/null || true
+		wait "$BLOCKD_PID" 2>/dev/null || true
+	fi
 	if awk -v t="$TMP/" 'index($2, t) == 1 { f = 1 } END { exit !f }' /proc/self/mounts; then
 		echo "cleanup: mounts left under $TMP, not removing it" >&2
 	else
@@ -69,6 +83,10 @@ cd "$TMP"
 
 fail() {
 	echo "FAIL: $*" >&2
+	if [[ -s ${BLOCKD_LOG:-/nonexistent} ]]; then
+		echo "--- blockd log (last 30 lines)" >&2
+		tail -n 30 "$BLOCKD_LOG" >&2
+	fi
 	exit 1
 }
 
@@ -185,4 +203,131 @@ qemu_check() {
 		cat check.out >&2
 		fail "qemu-img check $1 (status $rc)"
 	fi
+}
+
+# --- the daemon mode: blockd, its control API, blockfs on it.
+
+# start_blockd, stop_blockd, kill_blockd, tcp_uri, unix_uri.
+source "$(dirname "${BASH_SOURCE[0]}")/../blockd_lib.sh"
+
+# api_get PATH: the body of GET PATH on blockd's control socket; fails
+# unless blockd answers 200.
+api_get() {
+	sys_python - "$BLOCKD_DIR/control.sock" "$1" <<'EOF_PY'
+import http.client, socket, sys
+
+class Conn(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(20)
+        self.sock.connect(sys.argv[1])
+
+c = Conn("localhost")
+c.request("GET", sys.argv[2])
+r = c.getresponse()
+body = r.read()
+if r.status != 200:
+    sys.exit("GET %s: %d %s" % (sys.argv[2], r.status, body[:200]))
+sys.stdout.buffer.write(body)
+EOF_PY
+}
+
+# running PID: PID is a live process (a zombie whose parent has not reaped
+# it, as a backgrounded blockfs may be, has exited).
+running() {
+	local state
+	state=$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) || return 1
+	[[ -n $state && $state != Z ]]
+}
+
+# blockfs_pid MOUNTPOINT: the pid of the blockfs serving the absolute
+# MOUNTPOINT (its last argument), if any runs.
+blockfs_pid() {
+	local p args
+	for p in /proc/[0-9]*; do
+		[[ $(readlink "$p/exe" 2>/dev/null) == "$BLOCKFS" ]] || continue
+		mapfile -d '' args <"$p/cmdline" 2>/dev/null || continue
+		if ((${#args[@]} > 0)) && [[ ${args[-1]} == "$1" ]]; then
+			echo "${p#/proc/}"
+			return 0
+		fi
+	done
+}
+
+# blockfs_daemon_mount MOUNTPOINT [OPTIONS...]: blockfs OPTIONS MOUNTPOINT
+# (daemon mode) returns 0 within the step timeout, having backgrounded
+# itself, and the tree can be listed as soon as it returns.
+blockfs_daemon_mount() {
+	local mnt rc=0
+	mnt=$(realpath -m "$1")
+	shift
+	mkdir -p "$mnt"
+	t "$BLOCKFS" "$@" "$mnt" >mount.out 2>mount.err </dev/null || rc=$?
+	[[ $rc == 0 ]] || fail "blockfs $* $mnt exited $rc: $(cat mount.out mount.err)"
+	mounted "$mnt" || fail "blockfs $* $mnt returned 0 but $mnt is not mounted"
+	[[ -n $(blockfs_pid "$mnt") ]] || fail "blockfs $* $mnt returned 0 but no blockfs serves it"
+	t ls "$mnt" >/dev/null 2>ls.err || fail "blockfs $* $mnt: ls of the mount fails: $(cat ls.err)"
+}
+
+# blockfs_daemon_unmount MOUNTPOINT: fusermount3 -u works, the mount table
+# no longer lists MOUNTPOINT, and its blockfs exits within 10 s.
+blockfs_daemon_unmount() {
+	local mnt out rc=0 pid i
+	mnt=$(realpath -m "$1")
+	pid=$(blockfs_pid "$mnt")
+	out=$(t fusermount3 -u "$mnt" 2>&1) || rc=$?
+	[[ $rc == 0 ]] || fail "fusermount3 -u $mnt exited $rc: $out"
+	! mounted "$mnt" || fail "$mnt is still in the mount table after fusermount3 -u"
+	[[ -n $pid ]] || return 0
+	for ((i = 0; i < 100; i++)); do
+		running "$pid" || return 0
+		sleep 0.1
+	done
+	fail "blockfs (pid $pid) still running 10 s after fusermount3 -u $mnt"
+}
+
+# --- ext4 on a disk, judged by e2fsprogs.
+
+# debugfs_run DISK [-w] CMD...: debugfs runs the requests and reports no
+# error (debugfs itself exits 0 whatever happens).
+debugfs_run() {
+	local disk=$1 w=()
+	shift
+	if [[ $1 == -w ]]; then
+		w=(-w)
+		shift
+	fi
+	printf '%s\n' "$@" >debugfs.cmds
+	t debugfs "${w[@]}" -f debugfs.cmds "$disk" >debugfs.out 2>&1 ||
+		fail "debugfs ${w[*]} $disk: $(cat debugfs.out)"
+	if grep -vE '^(debugfs [0-9.]+ \(|debugfs: |Allocated inode: [0-9]+$)' debugfs.out | grep -q .; then
+		fail "debugfs ${w[*]} $disk $*: $(cat debugfs.out)"
+	fi
+}
+
+# debugfs_cat DISK PATH: the file's bytes, read by debugfs (read-only open).
+debugfs_cat() {
+	t debugfs -R "cat $2" "$1" 2>debugfs.err
+}
+
+# e2fsck_clean DISK: e2fsck -fn finds nothing wrong.
+e2fsck_clean() {
+	local rc=0
+	t e2fsck -fn "$1" >e2fsck.out 2>&1 || rc=$?
+	[[ $rc == 0 ]] || fail "e2fsck -fn $1 exited $rc: $(cat e2fsck.out)"
+}
+
+# wait_until SECONDS WHAT CMD...: CMD succeeds within SECONDS (tried every
+# 0.1 s), else the test fails with the message WHAT.  WHAT is expanded only
+# then: give it in single quotes and its $(...) show the state at the end.
+wait_until() {
+	local secs=$1 what=$2 i
+	shift 2
+	for ((i = 0; i < secs * 10; i++)); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	"$@" && return 0
+	eval "what=\"$what\""
+	fail "$what (waited $secs s)"
 }

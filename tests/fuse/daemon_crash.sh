@@ -1,0 +1,144 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# fsync through blockfs is durable: a writer on MNT/vol/disk (a --rw
+# mount) writes blocks and fsyncs them in batches, journalling each batch
+# whose fsync returned 0; blockd is killed with SIGKILL at a random moment
+# (three rounds).  Proves that every journalled block is intact after
+# blockd restarts (read back through NBD and through the same, never
+# remounted, blockfs, which reconnects by itself); that the writer saw EIO,
+# not a hang, while blockd was gone; that the first fsync on a file whose
+# unflushed writes went down with blockd fails with EIO (once), and later
+# writes and fsyncs work; and that qemu-img check finds the image clean
+# after a clean stop.
+source "$(dirname "$0")/lib.sh"
+need nbdcopy
+[[ -n $BLOCKD ]] || fail "usage: $0 PATH-TO-BLOCKFS PATH-TO-BLOCKCTL PATH-TO-BLOCKD"
+
+D=$TMP/d
+MNT=$TMP/mnt
+SIZE=$((64 << 20))
+SEED=${CRASH_SEED:-$RANDOM}
+echo "CRASH_SEED=$SEED"
+
+start_blockd "$D"
+blockctl --data-dir "$D" volume create vol "$SIZE" >/dev/null || fail "volume create"
+blockfs_daemon_mount "$MNT" --data-dir "$D" --rw
+
+# writer.py DISK JOURNAL ROUND SEED: writes this round's 60 KiB blocks
+# (each at its own offset, 64 KiB apart; a block's bytes depend only on the
+# seed, the round and its index, so writing it again changes nothing) over
+# and over, fsync after every 8, appending "ROUND INDEX" to JOURNAL for
+# every block an fsync covered.  Stops at the first error (blockd gone) and
+# prints it.
+cat >writer.py <<'EOF'
+import os, random, sys
+disk, journal, rnd, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+BLOCK, SLOTS = 61440, 1024
+def block(i):
+    return random.Random(seed * 1000003 + rnd * 10007 + i).randbytes(BLOCK)
+fd = os.open(disk, os.O_RDWR)
+j = open(journal, "a")
+done = []
+try:
+    for _ in range(1000):
+        for i in range(rnd * SLOTS // 3, (rnd + 1) * SLOTS // 3):
+            os.pwrite(fd, block(i), i * 65536 + (i % 7) * 512)
+            done.append(i)
+            if len(done) == 8:
+                os.fsync(fd)
+                j.write("".join(f"{rnd} {k}\n" for k in done))
+                j.flush()
+                done = []
+    print("finished without being stopped")
+except OSError as e:
+    print("stopped:", e.strerror)
+EOF
+
+# check.py SOURCE JOURNAL SEED: every journalled block of every round is
+# in SOURCE (a raw file) as written.
+cat >check.py <<'EOF'
+import random, sys
+src, journal, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+BLOCK = 61440
+blocks = {tuple(map(int, line.split())) for line in open(journal)}
+bad = 0
+with open(src, "rb") as f:
+    for rnd, i in sorted(blocks):
+        want = random.Random(seed * 1000003 + rnd * 10007 + i).randbytes(BLOCK)
+        off = i * 65536 + (i % 7) * 512
+        f.seek(off)
+        if f.read(BLOCK) != want:
+            bad += 1
+            if bad < 5:
+                print(f"block {i} (round {rnd}) at {off} lost after an fsync that returned 0")
+print(f"{len(blocks)} fsynced blocks checked, {bad} lost")
+sys.exit(1 if bad else 0)
+EOF
+: >journal
+
+for round in 0 1 2; do
+	# The writer is killed with blockd at a random moment well inside its run.
+	sys_python writer.py "$MNT/vol/disk" journal "$round" "$SEED" >"writer$round.out" 2>&1 &
+	writer=$!
+	HELPER_PIDS+=("$writer")
+	sleep "0.$((RANDOM % 6 + 2))"
+	kill_blockd
+	rc=0
+	wait "$writer" || rc=$?
+	[[ $rc != 124 ]] || fail "round $round: the writer hung after blockd was killed"
+	grep -q "stopped: Input/output error" "writer$round.out" ||
+		fail "round $round: the writer did not see EIO: $(cat "writer$round.out")"
+	echo "round $round: $(sort -u journal | wc -l) fsynced blocks so far"
+	start_blockd "$D"
+	# Through NBD, from the restarted daemon.
+	t nbdcopy "$(unix_uri vol)" "image$round.raw" || fail "nbdcopy after round $round"
+	sys_python check.py "image$round.raw" journal "$SEED" || fail "round $round: nbdcopy check"
+	rm -f "image$round.raw"
+done
+(($(wc -l <journal) >= 8)) || fail "no fsync ever returned before the kills: $(cat writer*.out)"
+
+# The same mount, never remounted, reads the same through its new connections.
+sys_python check.py "$MNT/vol/disk" journal "$SEED" || fail "blockfs check after the restarts"
+
+# Unflushed writes that went down with blockd make the next fsync fail once.
+cat >lost.py <<'EOF'
+import os, signal, sys, time
+disk, pidfile = sys.argv[1], sys.argv[2]
+fd = os.open(disk, os.O_RDWR)
+os.pwrite(fd, b"x" * 4096, 0)
+os.fsync(fd)
+os.pwrite(fd, b"y" * 4096, 4096)          # acknowledged, never flushed
+print("ready", flush=True)
+while os.path.exists(pidfile):           # the test kills and restarts blockd
+    time.sleep(0.05)
+os.pwrite(fd, b"z" * 4096, 8192)         # on a new connection
+try:
+    os.fsync(fd)
+    print("fsync after the crash: ok")
+except OSError as e:
+    print("fsync after the crash:", e.strerror)
+os.pwrite(fd, b"w" * 4096, 12288)
+os.fsync(fd)
+print("fsync after that: ok")
+EOF
+touch waitfile
+sys_python lost.py "$MNT/vol/disk" waitfile >lost.out 2>&1 &
+lost=$!
+HELPER_PIDS+=("$lost")
+for ((i = 0; i < 100; i++)); do
+	grep -q ready lost.out && break
+	sleep 0.1
+done
+grep -q ready lost.out || fail "lost.py did not start: $(cat lost.out)"
+kill_blockd
+start_blockd "$D"
+rm waitfile
+wait "$lost" || fail "lost.py failed: $(cat lost.out)"
+grep -q "fsync after the crash: Input/output error" lost.out ||
+	fail "fsync after losing unflushed writes: $(cat lost.out)"
+grep -q "fsync after that: ok" lost.out || fail "fsync after the reported loss: $(cat lost.out)"
+
+blockfs_daemon_unmount "$MNT"
+stop_blockd
+qemu_check "$D/volumes/vol.qcow2"
+echo "PASS"
