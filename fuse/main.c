@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
-#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,13 +138,6 @@ int main(int argc, char **argv)
 	char control[PATH_MAX], nbd[PATH_MAX];
 	int rc = 2;
 
-	/*
-	 * libfuse allocates every read's buffer (up to 1 MiB) anew: from the
-	 * heap they are reused warm instead of being mapped, faulted in and
-	 * unmapped each time (bench/README.md: blockfs).
-	 */
-	mallopt(M_MMAP_THRESHOLD, 4 << 20);
-	mallopt(M_TRIM_THRESHOLD, 64 << 20);
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
