@@ -149,17 +149,43 @@ void catalog_close(void)
 	curl_global_cleanup();
 }
 
+/*
+ * What the caller wants of an answer: a copy of all of it, or of one
+ * element of an array in it (so that a lookup in a long listing does not
+ * copy the whole listing).  NULL when not there (or out of memory).
+ */
+struct pick {
+	const char *key;  /* NULL: the whole answer */
+	const char *name; /* the element of array key whose "name" this is */
+};
+
+static json_t *pick(const json_t *value, const struct pick *p)
+{
+	const json_t *e;
+	size_t i;
+
+	if (!p->key)
+		return json_deep_copy(value);
+	json_array_foreach(json_object_get(value, p->key), i, e)
+	{
+		const char *name = json_string_value(json_object_get(e, "name"));
+
+		if (name && strcmp(name, p->name) == 0)
+			return json_deep_copy(e);
+	}
+	return NULL;
+}
+
 /* The cached answer for PATH if young enough: 1 with *rc and *out, else 0.  Lock held. */
-static int lookup(const char *path, int64_t now, int *rc, json_t **out)
+static int lookup(const char *path, int64_t now, const struct pick *p, int *rc, json_t **out)
 {
 	for (unsigned i = 0; i < CATALOG_ENTRIES; i++) {
 		struct entry *e = &cat.entries[i];
 
 		if (!e->at_ms || now - e->at_ms >= CATALOG_TTL_MS || strcmp(e->path, path) != 0)
 			continue;
-		*rc = e->value ? 0 : -ENOENT;
-		if (e->value && !(*out = json_deep_copy(e->value)))
-			*rc = -ENOMEM;
+		*out = e->value ? pick(e->value, p) : NULL;
+		*rc = *out ? 0 : !e->value || p->key ? -ENOENT : -ENOMEM;
 		return 1;
 	}
 	return 0;
@@ -190,17 +216,15 @@ static void store(const char *path, int64_t now, const json_t *value)
 	victim->at_ms = now;
 }
 
-int catalog_get(const char *path, bool fresh, json_t **out)
+static int get(const char *path, bool fresh, const struct pick *p, json_t **out)
 {
 	json_t *j = NULL;
-	int64_t now;
 	int rc;
 
 	if (strlen(path) >= CATALOG_PATH_MAX)
 		return -ENAMETOOLONG;
 	pthread_mutex_lock(&cat.lock);
-	now = now_ms();
-	if (!fresh && lookup(path, now, &rc, out)) {
+	if (!fresh && lookup(path, now_ms(), p, &rc, out)) {
 		pthread_mutex_unlock(&cat.lock);
 		return rc;
 	}
@@ -211,6 +235,27 @@ int catalog_get(const char *path, bool fresh, json_t **out)
 	pthread_mutex_lock(&cat.lock);
 	store(path, now_ms(), j);
 	pthread_mutex_unlock(&cat.lock);
+	if (rc < 0)
+		return rc;
+	if (p->key) { /* only the element: the answer itself is not the caller's */
+		*out = pick(j, p);
+		json_decref(j);
+		return *out ? 0 : -ENOENT;
+	}
 	*out = j;
-	return rc;
+	return 0;
+}
+
+int catalog_get(const char *path, bool fresh, json_t **out)
+{
+	const struct pick all = {NULL, NULL};
+
+	return get(path, fresh, &all, out);
+}
+
+int catalog_find(const char *path, const char *key, const char *name, bool fresh, json_t **out)
+{
+	const struct pick one = {key, name};
+
+	return get(path, fresh, &one, out);
 }

@@ -33,4 +33,11 @@ void catalog_close(void);
  */
 int catalog_get(const char *path, bool fresh, json_t **out);
 
+/*
+ * Like catalog_get(), but only the element of the answer's array KEY whose
+ * "name" is NAME (-ENOENT when there is none): a lookup in a long listing
+ * copies one entry, not the listing.
+ */
+int catalog_find(const char *path, const char *key, const char *name, bool fresh, json_t **out);
+
 #endif
