@@ -58,6 +58,8 @@ struct handle {
 	uint64_t size;
 	bool writable;
 	char *text;
+	char vol[BLOCKD_NAME_MAX + 1]; /* a volume's disk: the volume; "" for a snapshot's */
+	uint64_t err_seen;             /* the volume's write errors up to here are reported */
 };
 
 static enum kind parse(const char *path, struct node *n)
@@ -105,24 +107,7 @@ static enum kind parse(const char *path, struct node *n)
 /* The entry of volume NAME in the listing; 0 and *out (json_decref() it) or -errno. */
 static int volume_entry(const char *name, bool fresh, json_t **out)
 {
-	json_t *list, *v;
-	size_t i;
-	int rc = catalog_get("/v1/volumes", fresh, &list);
-
-	if (rc < 0)
-		return rc;
-	json_array_foreach(json_object_get(list, "volumes"), i, v)
-	{
-		const char *s = json_string_value(json_object_get(v, "name"));
-
-		if (s && strcmp(s, name) == 0) {
-			*out = json_incref(v);
-			json_decref(list);
-			return 0;
-		}
-	}
-	json_decref(list);
-	return -ENOENT;
+	return catalog_find("/v1/volumes", "volumes", name, fresh, out);
 }
 
 static int volume_details(const char *name, json_t **out)
@@ -335,6 +320,7 @@ static int open_disk(const struct node *n, bool writing, struct handle *h)
 {
 	char name[2 * BLOCKD_NAME_MAX + 8];
 	struct proto_client_export info;
+	uint64_t size = 0;
 	json_t *entry;
 	int rc;
 
@@ -342,21 +328,23 @@ static int open_disk(const struct node *n, bool writing, struct handle *h)
 		if (writing)
 			return -EROFS;
 		snprintf(name, sizeof(name), "%s@%s", n->vol, n->snap);
-	} else if (writing) {
-		if (!dfs.rw)
+	} else {
+		if (writing && !dfs.rw)
 			return -EROFS;
-		rc = volume_entry(n->vol, true, &entry); /* who writes it, as of now */
+		/* Writers ask who writes it as of now; its size tells a resize since. */
+		rc = volume_entry(n->vol, writing, &entry);
 		if (rc < 0)
 			return rc;
-		rc = writable_here(entry, n->vol);
+		size = num(entry, "size");
+		rc = !writing || writable_here(entry, n->vol);
 		json_decref(entry);
 		if (!rc)
 			return -EROFS;
-		snprintf(name, sizeof(name), "%s", n->vol);
-	} else {
-		snprintf(name, sizeof(name), "%s%s", n->vol, RO_SUFFIX);
+		snprintf(name, sizeof(name), "%s%s", n->vol, writing ? "" : RO_SUFFIX);
+		snprintf(h->vol, sizeof(h->vol), "%s", n->vol);
+		h->err_seen = nbd_export_errseq(n->vol);
 	}
-	rc = nbd_export_get(dfs.nbd, name, &h->x, &info);
+	rc = nbd_export_get(dfs.nbd, name, size, &h->x, &info);
 	if (rc == -EPERM)
 		return -EROFS; /* another host took it meanwhile */
 	if (rc < 0)
@@ -455,9 +443,27 @@ static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
 
+	struct nbd_export *writer;
+	uint64_t seq;
+	int rc;
+
 	(void)path;
 	(void)datasync;
-	return h->writable ? nbd_export_flush(h->x) : 0;
+	if (!h->vol[0] || h->text)
+		return 0; /* a snapshot or info.json: nothing to write back */
+	/*
+	 * Like fsync on Linux, through any file of the volume: what this mount
+	 * wrote goes through its read-write export; then each file hears once
+	 * of writes lost since it was opened or last told.
+	 */
+	writer = nbd_export_find(h->vol);
+	rc = nbd_export_flush(writer ? writer : h->x);
+	if (writer)
+		nbd_export_put(writer);
+	seq = nbd_export_errseq(h->vol);
+	if (seq > __atomic_exchange_n(&h->err_seen, seq, __ATOMIC_RELAXED))
+		rc = -EIO;
+	return rc;
 }
 
 static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)

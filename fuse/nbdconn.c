@@ -29,8 +29,8 @@ enum { SLOT_FREE = -1, SLOT_OPENING = -2 };
 struct conn {
 	int fd; /* or SLOT_FREE / SLOT_OPENING */
 	bool busy;
+	bool unflushed; /* writes were acknowledged here since its last FLUSH */
 	uint64_t next_cookie;
-	uint64_t last_write; /* sequence number of the last write acknowledged here */
 };
 
 struct nbd_export {
@@ -42,14 +42,13 @@ struct nbd_export {
 	pthread_mutex_t lock;
 	pthread_cond_t idle;
 	struct conn conns[NBDCONN_POOL_MAX];
-	uint64_t write_seq;   /* writes acknowledged so far */
-	uint64_t flushed_seq; /* all writes up to this one are covered by a FLUSH */
-	bool lost;            /* a connection with unflushed writes broke */
+	uint64_t err_seq; /* when writes were last lost (from err_counter), 0: never */
 	struct nbd_export *next;
 };
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct nbd_export *registry;
+static struct nbd_export *registry; /* newest first */
+static uint64_t err_counter;        /* atomic: orders every loss of writes */
 
 static int send_all(int fd, const struct iovec *iov_in, int n)
 {
@@ -212,10 +211,6 @@ static struct conn *acquire(struct nbd_export *x, int *err)
 	pthread_mutex_unlock(&x->lock);
 	*err = conn_open(x, &info);
 	pthread_mutex_lock(&x->lock);
-	if (*err >= 0 && info.size_bytes != x->info.size_bytes) {
-		close(*err); /* the volume was resized: its open files keep the old size */
-		*err = -EIO;
-	}
 	if (*err < 0) {
 		c->fd = SLOT_FREE;
 		pthread_cond_broadcast(&x->idle);
@@ -223,7 +218,7 @@ static struct conn *acquire(struct nbd_export *x, int *err)
 	} else {
 		c->fd = *err;
 		c->busy = true;
-		c->last_write = 0;
+		c->unflushed = false;
 	}
 	pthread_mutex_unlock(&x->lock);
 	return c;
@@ -233,10 +228,12 @@ static void release(struct nbd_export *x, struct conn *c, bool broken)
 {
 	pthread_mutex_lock(&x->lock);
 	if (broken) {
-		if (c->last_write > x->flushed_seq)
-			x->lost = true;
+		/* Acknowledged but not flushed: they may have gone with the server. */
+		if (c->unflushed)
+			x->err_seq = __atomic_add_fetch(&err_counter, 1, __ATOMIC_RELAXED);
 		close(c->fd);
 		c->fd = SLOT_FREE;
+		c->unflushed = false;
 	}
 	c->busy = false;
 	pthread_cond_broadcast(&x->idle);
@@ -255,11 +252,8 @@ static int run(struct nbd_export *x, uint16_t type, uint16_t flags, uint64_t off
 		if (!c)
 			return rc == -ENOMEM ? rc : -EIO;
 		rc = conn_request(c, type, flags, off, len, wbuf, rbuf);
-		if (rc == 0 && (type == NBD_CMD_WRITE || type == NBD_CMD_WRITE_ZEROES)) {
-			pthread_mutex_lock(&x->lock);
-			c->last_write = ++x->write_seq;
-			pthread_mutex_unlock(&x->lock);
-		}
+		if (rc == 0 && (type == NBD_CMD_WRITE || type == NBD_CMD_WRITE_ZEROES))
+			c->unflushed = true; /* c is ours until release() */
 		release(x, c, rc < 0);
 		if (rc >= 0)
 			return -rc;
@@ -324,22 +318,37 @@ int nbd_export_zero(struct nbd_export *x, uint64_t off, uint64_t len, bool may_u
 
 int nbd_export_flush(struct nbd_export *x)
 {
-	uint64_t covered;
-	bool lost;
-	int rc;
+	unsigned flushed = 0;
+	int rc = 0;
 
-	pthread_mutex_lock(&x->lock);
-	covered = x->write_seq;
-	pthread_mutex_unlock(&x->lock);
-	rc = run(x, NBD_CMD_FLUSH, 0, 0, 0, NULL, NULL);
-	pthread_mutex_lock(&x->lock);
-	if (rc == 0 && covered > x->flushed_seq)
-		x->flushed_seq = covered;
-	/* Reported once, like a failed write-back: the writes may be gone. */
-	lost = x->lost;
-	x->lost = false;
-	pthread_mutex_unlock(&x->lock);
-	return lost ? -EIO : rc;
+	/*
+	 * A FLUSH on every connection that carries unflushed writes, not one
+	 * for all (multi-conn): a connection to a blockd that died and came
+	 * back cannot vouch for writes the old one acknowledged, while sending
+	 * on each such connection finds it broken and counts its writes lost.
+	 */
+	for (unsigned i = 0; i < x->pool_max; i++) {
+		struct conn *c = &x->conns[i];
+		int r;
+
+		pthread_mutex_lock(&x->lock);
+		while (c->busy || c->fd == SLOT_OPENING)
+			pthread_cond_wait(&x->idle, &x->lock);
+		if (c->fd < 0 || !c->unflushed) {
+			pthread_mutex_unlock(&x->lock);
+			continue;
+		}
+		c->busy = true;
+		pthread_mutex_unlock(&x->lock);
+		r = conn_request(c, NBD_CMD_FLUSH, 0, 0, 0, NULL, NULL);
+		if (r == 0)
+			c->unflushed = false;
+		release(x, c, r < 0);
+		flushed++;
+		if (r != 0 && rc == 0)
+			rc = r < 0 ? -EIO : -r;
+	}
+	return flushed ? rc : run(x, NBD_CMD_FLUSH, 0, 0, 0, NULL, NULL);
 }
 
 static struct nbd_export *find(const char *name)
@@ -360,34 +369,82 @@ bool nbd_export_held(const char *name)
 	return held;
 }
 
-int nbd_export_get(const char *socket_path, const char *name, struct nbd_export **out,
-                   struct proto_client_export *info)
+uint64_t nbd_export_errseq(const char *name)
+{
+	uint64_t seq = 0;
+
+	pthread_mutex_lock(&registry_lock);
+	for (struct nbd_export *x = registry; x; x = x->next) {
+		if (strcmp(x->name, name) != 0)
+			continue;
+		pthread_mutex_lock(&x->lock);
+		seq = x->err_seq > seq ? x->err_seq : seq;
+		pthread_mutex_unlock(&x->lock);
+	}
+	pthread_mutex_unlock(&registry_lock);
+	return seq;
+}
+
+struct nbd_export *nbd_export_find(const char *name)
 {
 	struct nbd_export *x;
+
+	pthread_mutex_lock(&registry_lock);
+	x = find(name);
+	if (x)
+		x->refs++;
+	pthread_mutex_unlock(&registry_lock);
+	return x;
+}
+
+/* Says goodbye on every connection of x and frees it; x is in no list. */
+static void export_free(struct nbd_export *x)
+{
+	for (unsigned i = 0; i < NBDCONN_POOL_MAX; i++) {
+		struct conn *c = &x->conns[i];
+		uint8_t hdr[NBD_REQUEST_BYTES];
+		struct iovec iov = {hdr, sizeof(hdr)};
+
+		if (c->fd < 0)
+			continue;
+		if (proto_client_encode_request(hdr, NBD_CMD_DISC, 0, ++c->next_cookie, 0, 0) > 0)
+			send_all(c->fd, &iov, 1); /* best effort: closing ends it anyway */
+		close(c->fd);
+	}
+	pthread_cond_destroy(&x->idle);
+	pthread_mutex_destroy(&x->lock);
+	free(x);
+}
+
+/* An export in the registry that a new open may share: NAME, of SIZE unless size is 0. */
+static struct nbd_export *shareable(const char *name, uint64_t size)
+{
+	struct nbd_export *x = find(name);
+
+	return x && (size == 0 || x->info.size_bytes == size) ? x : NULL;
+}
+
+int nbd_export_get(const char *socket_path, const char *name, uint64_t size,
+                   struct nbd_export **out, struct proto_client_export *info)
+{
+	struct nbd_export *x, *other;
 	int fd;
 
 	if (strlen(name) >= NBDCONN_NAME_MAX || strlen(socket_path) >= sizeof(x->socket_path))
 		return -ENAMETOOLONG;
 	pthread_mutex_lock(&registry_lock);
-	x = find(name);
-	if (x) {
-		x->refs++;
-		*info = x->info;
-		pthread_mutex_unlock(&registry_lock);
-		*out = x;
-		return 0;
-	}
+	x = shareable(name, size);
+	if (x)
+		goto take;
+	pthread_mutex_unlock(&registry_lock);
 	x = calloc(1, sizeof(*x));
-	if (!x) {
-		pthread_mutex_unlock(&registry_lock);
+	if (!x)
 		return -ENOMEM;
-	}
 	snprintf(x->name, sizeof(x->name), "%s", name);
 	snprintf(x->socket_path, sizeof(x->socket_path), "%s", socket_path);
-	/* Opened under the registry lock, so two opens of one export share it. */
+	/* Not under the registry lock: a slow blockd must not hold up every other open. */
 	fd = conn_open(x, &x->info);
 	if (fd < 0) {
-		pthread_mutex_unlock(&registry_lock);
 		free(x);
 		return fd;
 	}
@@ -397,9 +454,22 @@ int nbd_export_get(const char *socket_path, const char *name, struct nbd_export 
 		x->conns[i].fd = SLOT_FREE;
 	x->conns[0].fd = fd;
 	x->pool_max = x->info.tflags & NBD_TFLAG_CAN_MULTI_CONN ? NBDCONN_POOL_MAX : 1;
-	x->refs = 1;
+	pthread_mutex_lock(&registry_lock);
+	other = shareable(name, size ? size : x->info.size_bytes);
+	if (other) { /* another open got there first */
+		export_free(x);
+		x = other;
+		goto take;
+	}
+	/*
+	 * Newest first: a volume resized since an older one was opened gets an
+	 * export of its own, whose connections know the new size; files opened
+	 * before keep the old one until they close.
+	 */
 	x->next = registry;
 	registry = x;
+take:
+	x->refs++;
 	*info = x->info;
 	pthread_mutex_unlock(&registry_lock);
 	*out = x;
@@ -419,18 +489,5 @@ void nbd_export_put(struct nbd_export *x)
 		;
 	*pp = x->next;
 	pthread_mutex_unlock(&registry_lock);
-	for (unsigned i = 0; i < NBDCONN_POOL_MAX; i++) {
-		struct conn *c = &x->conns[i];
-		uint8_t hdr[NBD_REQUEST_BYTES];
-		struct iovec iov = {hdr, sizeof(hdr)};
-
-		if (c->fd < 0)
-			continue;
-		if (proto_client_encode_request(hdr, NBD_CMD_DISC, 0, ++c->next_cookie, 0, 0) > 0)
-			send_all(c->fd, &iov, 1); /* best effort: closing ends it anyway */
-		close(c->fd);
-	}
-	pthread_cond_destroy(&x->idle);
-	pthread_mutex_destroy(&x->lock);
-	free(x);
+	export_free(x);
 }

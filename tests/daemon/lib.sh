@@ -58,7 +58,7 @@ new_volume() {
 }
 
 # start_blockd, stop_blockd, kill_blockd, tcp_uri, unix_uri.
-source "$(dirname "${BASH_SOURCE[0]}")/../blockd_lib.sh"
+source "$DAEMON_TEST_DIR/../blockd_lib.sh"
 
 # qemu_check IMAGE: qemu-img finds no errors and no leaks.
 qemu_check() {

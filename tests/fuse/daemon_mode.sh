@@ -17,8 +17,9 @@
 # and punched clusters are given back; that a volume another host writes is
 # 0444 and EROFS for writing but still readable, with that host's data, and
 # a volume blockfs writes is refused to other hosts until closed; that new
-# and deleted volumes and snapshots show up and go within seconds, and a
-# volume no file holds open can be deleted under the mount; that blockd's
+# and deleted volumes and snapshots show up and go within seconds, a volume
+# grown while open reads whole at its new size in new opens, and a volume
+# no file holds open can be deleted under the mount; that blockd's
 # files, once it is stopped, show the same bytes through blockfs --image;
 # that when blockd is killed, reads fail with EIO quickly, nothing hangs and
 # fusermount3 -u works; that blockfs refuses to start without blockd and
@@ -483,6 +484,24 @@ wait_until 5 "newvol did not appear in $MNT" test -e "$MNT/newvol/disk"
 cmp "$MNT/newvol/disk" <(head -c $((16 * M)) /dev/zero) || fail "a new volume does not read zeros"
 hold "<" "$MNT/newvol/disk"
 wait_until 3 "newvol held open is not attached" attached newvol local True
+# Grown while a file of it is open: new opens see and read the new size
+# (several at once, each on its own connections), with data written past
+# the old end by another client.
+bctl volume resize newvol 24M >/dev/null || fail "blockctl volume resize newvol 24M"
+t nbdsh -u "$(unix_uri newvol)" -c 'h.pwrite(b"G" * 65536, 20 << 20)' || fail "nbdsh write to newvol"
+size_is() {
+	[[ $(stat -c %s "$1") == "$2" ]]
+}
+wait_until 5 'newvol/disk still $(stat -c %s "$MNT/newvol/disk") bytes after growing to 24M' \
+	size_is "$MNT/newvol/disk" $((24 * M))
+python3 -c 'import sys; sys.stdout.buffer.write(bytes(20 << 20) + b"G" * 65536 + bytes((4 << 20) - 65536))' \
+	>grown.want
+for i in 1 2 3 4; do
+	t cmp "$MNT/newvol/disk" grown.want >"grown$i.out" 2>&1 &
+done
+for i in 1 2 3 4; do
+	wait -n || fail "a reader of newvol after growing it: $(cat grown*.out)"
+done
 ! bctl volume delete newvol >/dev/null 2>&1 || fail "blockctl deleted newvol while blockfs has it open"
 stop_helper "$HELD"
 # Release reaches blockfs just after close(2) returns: a moment's grace.

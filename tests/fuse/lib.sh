@@ -208,7 +208,7 @@ qemu_check() {
 # --- the daemon mode: blockd, its control API, blockfs on it.
 
 # start_blockd, stop_blockd, kill_blockd, tcp_uri, unix_uri.
-source "$(dirname "${BASH_SOURCE[0]}")/../blockd_lib.sh"
+source "$FUSE_TEST_DIR/../blockd_lib.sh"
 
 # api_get PATH: the body of GET PATH on blockd's control socket; fails
 # unless blockd answers 200.
