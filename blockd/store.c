@@ -405,28 +405,43 @@ static struct export_image *snapshot_view(struct store *st, struct volume *vol, 
 
 int store_snapshot_stored(struct store *st, const char *name, const char *snap, uint64_t *out)
 {
-	struct snap_view *sv = NULL;
+	struct export_image tmp, *e;
+	struct snap_view *sv;
 	struct volume *vol;
-	int rc = 0;
+	char err[512];
+	int rc;
 
 	pthread_mutex_lock(&st->lock);
 	vol = find_volume(st, name, strlen(name));
-	if (vol && snapshot_view(st, vol, snap))
-		sv = find_view(vol, snap, strlen(snap));
-	if (!sv) {
+	if (!vol || !has_snapshot(vol, snap, strlen(snap))) {
 		pthread_mutex_unlock(&st->lock);
 		return -ENOENT;
 	}
+	sv = find_view(vol, snap, strlen(snap));
 	vol->busy++;
 	pthread_mutex_unlock(&st->lock);
-	pthread_mutex_lock(&sv->e.lock);
-	if (!sv->stored_known) {
-		rc = qcow_stored_bytes(sv->e.img, &sv->stored);
+	if (sv) { /* served over NBD: its view counts once and keeps the number */
+		e = &sv->e;
+		pthread_mutex_lock(&e->lock);
+		rc = sv->stored_known ? 0 : qcow_stored_bytes(e->img, &sv->stored);
 		sv->stored_known = rc == 0;
-	}
-	if (rc == 0)
 		*out = sv->stored;
-	pthread_mutex_unlock(&sv->e.lock);
+		pthread_mutex_unlock(&e->lock);
+	} else {
+		/*
+		 * Not served: counted through an image opened for this alone, with
+		 * a small cache, and closed again, so that looking at snapshots
+		 * (blockfs's ls -l) does not keep a view and its cache per snapshot.
+		 */
+		rc = image_open(&tmp, vol->path, vol->main.fd, snap, STORE_COUNT_CACHE_BYTES, err,
+		                sizeof(err));
+		if (rc == 0) {
+			rc = qcow_stored_bytes(tmp.img, out);
+			image_close(&tmp, vol->name);
+		} else {
+			log_error("volume %s: cannot open snapshot %s: %s", vol->name, snap, err);
+		}
+	}
 	pthread_mutex_lock(&st->lock);
 	vol->busy--;
 	pthread_mutex_unlock(&st->lock);

@@ -69,10 +69,11 @@ void link_volume(struct store *st, struct volume *vol);
 bool volume_has_writer(const struct volume *vol);
 /*
  * Bytes the snapshot SNAP of volume NAME occupies in its file (see
- * qcow_stored_bytes()); counted on the first call.  -ENOENT when there is
+ * qcow_stored_bytes()); counted once while it is served, else each time.  -ENOENT when there is
  * no such snapshot, else 0 or -errno.  Only from the control thread, which
  * alone deletes snapshots and volumes.
  */
+#define STORE_COUNT_CACHE_BYTES (256u << 10) /* L2 cache of an image opened just to count */
 int store_snapshot_stored(struct store *st, const char *name, const char *snap, uint64_t *out);
 int image_close(struct export_image *e, const char *what);
 /* fsync of a folder, so that a create, rename or unlink in it is durable. */

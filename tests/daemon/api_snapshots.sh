@@ -68,6 +68,10 @@ expect 200 GET /v1/volumes/al/snapshots/a
 	fail "GET one snapshot has keys $(json 'sorted(d)')"
 [[ $(json 'd["name"], d["size"], d["allocated"]') == "('a', $((8 * M)), $((4 * 65536)))" ]] ||
 	fail "GET al/snapshots/a: $(cat resp)"
+# The same once al@a is served over NBD (then its view counts it).
+t nbdinfo --size "$(unix_uri al@a)" >/dev/null || fail "nbdinfo al@a"
+expect 200 GET /v1/volumes/al/snapshots/a
+[[ $(json 'd["allocated"]') == $((4 * 65536)) ]] || fail "GET al/snapshots/a once served: $(cat resp)"
 expect 201 POST /v1/volumes/al/snapshots '{"name": "b"}'
 expect 200 GET /v1/volumes/al/snapshots/b
 [[ $(json 'd["allocated"]') == $((6 * 65536)) ]] || fail "GET al/snapshots/b: $(cat resp)"
