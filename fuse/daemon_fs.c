@@ -38,8 +38,7 @@
 #define RO_SUFFIX ":ro"
 
 static struct {
-	const char *control;
-	const char *nbd;
+	const char *nbd; /* blockd's NBD socket */
 	bool rw;
 	struct timespec mounted;
 } dfs;
@@ -378,11 +377,11 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	if (!h)
 		return -ENOMEM;
 	if (n.kind == K_INFO || n.kind == K_SNAPINFO) {
+		/* Read as opened, whatever size a later stat says: no page cache. */
 		if (writing)
 			rc = -EROFS;
 		else if ((h->text = info_text(&n, &rc)) != NULL)
-			fi->direct_io =
-			    1; /* the text read is the text opened, whatever its size was */
+			fi->direct_io = 1;
 	} else {
 		blockfs_readahead_once();
 		rc = open_disk(&n, writing, h);
@@ -442,7 +441,6 @@ static int fs_write(const char *path, const char *buf, size_t len, off_t off,
 static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	struct handle *h = handle_of(fi);
-
 	struct nbd_export *writer;
 	uint64_t seq;
 	int rc;
@@ -556,7 +554,6 @@ int daemon_mode(struct fuse_args *args, const char *control_path, const char *nb
 	char err[PATH_MAX + 256];
 	struct stat sb;
 
-	dfs.control = control_path;
 	dfs.nbd = nbd_socket;
 	dfs.rw = rw;
 	clock_gettime(CLOCK_REALTIME, &dfs.mounted);
