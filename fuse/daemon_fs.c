@@ -456,6 +456,8 @@ static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	 */
 	writer = nbd_export_find(h->vol);
 	rc = nbd_export_flush(writer ? writer : h->x);
+	if (rc == 0 && writer && writer != h->x && h->writable)
+		rc = nbd_export_flush(h->x); /* an older writer, from before a resize */
 	if (writer)
 		nbd_export_put(writer);
 	seq = nbd_export_errseq(h->vol);
