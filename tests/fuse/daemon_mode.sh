@@ -5,9 +5,9 @@
 # exactly blockd's volumes and snapshots, with the sizes, st_blocks
 # (allocated bytes) and mtimes its control API gives and info.json equal to
 # the API's JSON; that every disk reads what nbdcopy reads from the same
-# export, a snapshot its own bytes; that reading claims nothing (a TCP
-# client may write the volume meanwhile) and the attachment ends at the
-# last close; that a read-only mount gets EROFS for every write, truncate,
+# export, a snapshot its own bytes, with no reconnect per read; that
+# reading claims nothing (a TCP client may write the volume meanwhile) and
+# the attachment ends at the last close; that a read-only mount gets EROFS for every write, truncate,
 # create and punch, and snapshots stay read-only with --rw; that with --rw
 # mkfs.ext4 and debugfs write through MNT/vol/disk, fsync reaches blockd,
 # truncate to another size is EINVAL and writing past the end ENOSPC; that a
@@ -310,6 +310,17 @@ for pid in "${pids[@]}"; do
 	wait "$pid" || fail "a disk of $MNT does not read what nbdcopy reads from its export"
 done
 ! cmp -s "$MNT/vol/disk" "$MNT/vol/snapshots/s0/disk" || fail "vol/disk reads the same as its snapshot s0"
+
+# No reconnect per read: one open reading the whole 64 MiB volume (64 and
+# more FUSE reads of at most 1 MiB) makes at most 4 connections.
+conns_vol_ro() {
+	grep -c ': export vol:ro (read-only)$' "$BLOCKD_LOG" || true
+}
+before=$(conns_vol_ro)
+t cat "$MNT/vol/disk" >/dev/null || fail "cat $MNT/vol/disk"
+after=$(conns_vol_ro)
+((after > before && after - before <= 4)) ||
+	fail "reading vol/disk once made $((after - before)) connections to vol:ro (1 to 4 expected)"
 
 # Reading claims nothing: while a file holds vol:ro open, another host
 # attaches vol read-write and writes; a fresh open reads its write; the
