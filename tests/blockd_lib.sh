@@ -1,7 +1,22 @@
 # SPDX-License-Identifier: MIT
-# blockd_lib.sh - a blockd for a test script, sourced by tests/daemon/lib.sh
-# and tests/fuse/lib.sh.  Needs $BLOCKD (the binary), STEP_TIMEOUT and the
-# sourcing library's fail.
+# blockd_lib.sh - failing, time-bounded steps and a blockd for a test
+# script, sourced by tests/daemon/lib.sh and tests/fuse/lib.sh.  Needs
+# STEP_TIMEOUT, and $BLOCKD (the binary) to start a daemon.
+
+# fail MESSAGE: the test fails, with the end of blockd's log if one ran.
+fail() {
+	echo "FAIL: $*" >&2
+	if [[ -s ${BLOCKD_LOG:-/nonexistent} ]]; then
+		echo "--- blockd log (last 40 lines)" >&2
+		tail -n 40 "$BLOCKD_LOG" >&2
+	fi
+	exit 1
+}
+
+# t CMD...: CMD, killed after STEP_TIMEOUT seconds.
+t() {
+	timeout "$STEP_TIMEOUT" "$@"
+}
 
 # start_blockd DIR [blockd options...]: starts blockd in the background on
 # DIR with TCP on a free 127.0.0.1 port and the unix socket DIR/nbd.sock,

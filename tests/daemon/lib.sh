@@ -9,6 +9,8 @@ BLOCKD=$(realpath "${1:?usage: $0 PATH-TO-BLOCKD PATH-TO-BLOCKCTL}")
 BLOCKCTL=$(realpath "${2:?usage: $0 PATH-TO-BLOCKD PATH-TO-BLOCKCTL}")
 DAEMON_TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STEP_TIMEOUT=${STEP_TIMEOUT:-120}
+# fail, t, start_blockd, stop_blockd, kill_blockd, tcp_uri, unix_uri.
+source "$DAEMON_TEST_DIR/../blockd_lib.sh"
 # libnbd's nbdsh is a python script; the pyenv python on PATH lacks the module.
 export PATH=/usr/bin:$PATH
 
@@ -35,18 +37,6 @@ cleanup() {
 trap cleanup EXIT
 cd "$TMP"
 
-fail() {
-	echo "FAIL: $*" >&2
-	if [[ -f ${BLOCKD_LOG:-/nonexistent} ]]; then
-		echo "--- blockd log (last 40 lines)" >&2
-		tail -n 40 "$BLOCKD_LOG" >&2
-	fi
-	exit 1
-}
-
-t() {
-	timeout "$STEP_TIMEOUT" "$@"
-}
 
 # new_volume DIR NAME SIZE [blockctl image create options]: a volume file
 # where blockd looks for it (DIR/volumes/NAME.qcow2).
@@ -57,8 +47,6 @@ new_volume() {
 	t "$BLOCKCTL" image create "$@" "$dir/volumes/$name.qcow2" "$size" >/dev/null
 }
 
-# start_blockd, stop_blockd, kill_blockd, tcp_uri, unix_uri.
-source "$DAEMON_TEST_DIR/../blockd_lib.sh"
 
 # qemu_check IMAGE: qemu-img finds no errors and no leaks.
 qemu_check() {

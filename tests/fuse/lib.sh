@@ -16,6 +16,8 @@ if [[ -n ${3:-} ]]; then
 fi
 FUSE_TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STEP_TIMEOUT=${STEP_TIMEOUT:-30}
+# fail, t, start_blockd, stop_blockd, kill_blockd, tcp_uri, unix_uri.
+source "$FUSE_TEST_DIR/../blockd_lib.sh"
 # Debian's python3 and e2fsprogs (a pyenv on PATH may shadow python3).
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
 
@@ -81,18 +83,6 @@ cleanup() {
 trap cleanup EXIT
 cd "$TMP"
 
-fail() {
-	echo "FAIL: $*" >&2
-	if [[ -s ${BLOCKD_LOG:-/nonexistent} ]]; then
-		echo "--- blockd log (last 30 lines)" >&2
-		tail -n 30 "$BLOCKD_LOG" >&2
-	fi
-	exit 1
-}
-
-t() {
-	timeout "$STEP_TIMEOUT" "$@"
-}
 
 blockctl() {
 	t "$BLOCKCTL" "$@"
@@ -207,8 +197,6 @@ qemu_check() {
 
 # --- the daemon mode: blockd, its control API, blockfs on it.
 
-# start_blockd, stop_blockd, kill_blockd, tcp_uri, unix_uri.
-source "$FUSE_TEST_DIR/../blockd_lib.sh"
 
 # api_get PATH: the body of GET PATH on blockd's control socket; fails
 # unless blockd answers 200.
