@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: MIT
+# shellcheck shell=bash
 # blockd_lib.sh - failing, time-bounded steps and a blockd for a test
 # script, sourced by tests/daemon/lib.sh and tests/fuse/lib.sh.  Needs
 # STEP_TIMEOUT, and $BLOCKD (the binary) to start a daemon.
