@@ -11,6 +11,9 @@
 
 #define BLOCKD_NAME_MAX 128 /* bytes, not counting the NUL */
 
+/* Export NAME:ro is volume NAME read-only, claiming nothing (blockfs reads through it). */
+#define BLOCKD_RO_SUFFIX ":ro"
+
 /* A letter or digit, then letters, digits, '.', '_' or '-': len bytes of name, 1..BLOCKD_NAME_MAX.
  */
 static inline bool blockd_name_valid(const char *name, size_t len)

@@ -468,8 +468,8 @@ static const char *volume_writer(const struct volume *vol)
 static int find_export(struct store *st, const char *name, const char *peer,
                        struct proto_export *out, struct volume **volp, struct export_image **ep)
 {
-	size_t len = strlen(name), sfx = strlen(STORE_RO_SUFFIX);
-	bool ro = len > sfx && strcmp(name + len - sfx, STORE_RO_SUFFIX) == 0;
+	size_t len = strlen(name), sfx = strlen(BLOCKD_RO_SUFFIX);
+	bool ro = len > sfx && strcmp(name + len - sfx, BLOCKD_RO_SUFFIX) == 0;
 	const char *at = memchr(name, '@', len);
 	size_t vlen = at ? (size_t)(at - name) : len - (ro ? sfx : 0);
 	struct export_image *e;

@@ -23,9 +23,8 @@
 #include "names.h"
 #include "proto.h"
 
-#define STORE_NAME_MAX  BLOCKD_NAME_MAX
-#define STORE_PEER_MAX  64    /* "local" or an IP address */
-#define STORE_RO_SUFFIX ":ro" /* export NAME:ro: the volume, read-only */
+#define STORE_NAME_MAX BLOCKD_NAME_MAX
+#define STORE_PEER_MAX 64 /* "local" or an IP address */
 
 /*
  * One open image behind an export.  lock serialises every call into the

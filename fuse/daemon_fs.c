@@ -35,8 +35,6 @@
 #include "names.h"
 #include "nbdconn.h"
 
-#define RO_SUFFIX ":ro"
-
 static struct {
 	const char *nbd; /* blockd's NBD socket */
 	bool rw;
@@ -339,7 +337,7 @@ static int open_disk(const struct node *n, bool writing, struct handle *h)
 		json_decref(entry);
 		if (!rc)
 			return -EROFS;
-		snprintf(name, sizeof(name), "%s%s", n->vol, writing ? "" : RO_SUFFIX);
+		snprintf(name, sizeof(name), "%s%s", n->vol, writing ? "" : BLOCKD_RO_SUFFIX);
 		snprintf(h->vol, sizeof(h->vol), "%s", n->vol);
 		h->err_seen = nbd_export_errseq(n->vol);
 	}

@@ -1,8 +1,19 @@
 # SPDX-License-Identifier: MIT
 # shellcheck shell=bash
-# blockd_lib.sh - failing, time-bounded steps and a blockd for a test
+# blockd_lib.sh - skipping, failing, time-bounded steps and a blockd for a test
 # script, sourced by tests/daemon/lib.sh and tests/fuse/lib.sh.  Needs
 # STEP_TIMEOUT, and $BLOCKD (the binary) to start a daemon.
+
+# need TOOL...: the test is skipped (77) unless every TOOL is installed.
+need() {
+	local tool
+	for tool in "$@"; do
+		if ! command -v "$tool" >/dev/null; then
+			echo "SKIP: $tool is not installed"
+			exit 77
+		fi
+	done
+}
 
 # fail MESSAGE: the test fails, with the end of blockd's log if one ran.
 fail() {

@@ -9,20 +9,10 @@ BLOCKD=$(realpath "${1:?usage: $0 PATH-TO-BLOCKD PATH-TO-BLOCKCTL}")
 BLOCKCTL=$(realpath "${2:?usage: $0 PATH-TO-BLOCKD PATH-TO-BLOCKCTL}")
 DAEMON_TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STEP_TIMEOUT=${STEP_TIMEOUT:-120}
-# fail, t, start_blockd, stop_blockd, kill_blockd, tcp_uri, unix_uri.
+# need, fail, t, start_blockd, stop_blockd, kill_blockd, tcp_uri, unix_uri.
 source "$DAEMON_TEST_DIR/../blockd_lib.sh"
 # libnbd's nbdsh is a python script; the pyenv python on PATH lacks the module.
 export PATH=/usr/bin:$PATH
-
-need() {
-	local tool
-	for tool in "$@"; do
-		if ! command -v "$tool" >/dev/null; then
-			echo "SKIP: $tool is not installed"
-			exit 77
-		fi
-	done
-}
 need timeout qemu-img nbdinfo
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/blockd-test.XXXXXX")

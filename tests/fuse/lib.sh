@@ -16,20 +16,10 @@ if [[ -n ${3:-} ]]; then
 fi
 FUSE_TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STEP_TIMEOUT=${STEP_TIMEOUT:-30}
-# fail, t, start_blockd, stop_blockd, kill_blockd, tcp_uri, unix_uri.
+# need, fail, t, start_blockd, stop_blockd, kill_blockd, tcp_uri, unix_uri.
 source "$FUSE_TEST_DIR/../blockd_lib.sh"
 # Debian's python3 and e2fsprogs (a pyenv on PATH may shadow python3).
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
-
-need() {
-	local tool
-	for tool in "$@"; do
-		if ! command -v "$tool" >/dev/null; then
-			echo "SKIP: $tool is not installed"
-			exit 77
-		fi
-	done
-}
 need timeout fusermount3 qemu-img flock python3
 if [[ ! -c /dev/fuse || ! -r /dev/fuse || ! -w /dev/fuse ]]; then
 	echo "SKIP: /dev/fuse is not usable"
@@ -196,7 +186,6 @@ qemu_check() {
 }
 
 # --- the daemon mode: blockd, its control API, blockfs on it.
-
 
 # api_get PATH: the body of GET PATH on blockd's control socket; fails
 # unless blockd answers 200.
