@@ -20,6 +20,7 @@ enum proto_state {
 	ST_OPT_HDR,  /* option header (16 bytes) */
 	ST_OPT_BODY, /* option data, parsed as it streams in */
 	ST_LISTING,  /* NBD_OPT_LIST: one REP_SERVER per step */
+	ST_LOOKUP,   /* INFO/GO/EXPORT_NAME waiting for proto_server_lookup_done() */
 	ST_REQ_HDR,  /* request header (28 bytes) */
 	ST_REQ_DATA, /* WRITE payload, forwarded or skipped */
 	ST_DEAD,     /* disconnected */

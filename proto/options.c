@@ -223,23 +223,24 @@ static uint32_t lookup_error(int r, uint32_t other)
 	return other;
 }
 
-/* Looks up s->name; 0 or an NBD_REP_ERR_* (message in buf). */
-static uint32_t lookup(struct proto_server *s, struct proto_export *e, char *buf, size_t size)
+/*
+ * Judges what the lookup of s->name said: 0 with *e filled, or an
+ * NBD_REP_ERR_* with its message in buf.
+ */
+static uint32_t judge_lookup(struct proto_server *s, int r, const struct proto_export *found,
+                             struct proto_export *e, char *buf, size_t size)
 {
-	struct proto_export tmp = {0};
-	int r = s->cfg.lookup(s->cfg.opaque, s->name, s->name_len, &tmp);
-
 	if (r < 0) {
 		echo_msg(buf, size, "export ", s->name, s->name_len,
 		         r == -ENOENT ? " not found" : " not available");
 		return lookup_error(r, NBD_REP_ERR_UNKNOWN);
 	}
 	/* Never advertise a size above INT64_MAX (CVE-2023-5215). */
-	if (tmp.size_bytes > INT64_MAX || !block_sizes_valid(&tmp)) {
+	if (found->size_bytes > INT64_MAX || !block_sizes_valid(found)) {
 		echo_msg(buf, size, "export ", s->name, s->name_len, " is misconfigured");
 		return NBD_REP_ERR_PLATFORM;
 	}
-	*e = tmp;
+	*e = *found;
 	return 0;
 }
 
@@ -280,12 +281,14 @@ static void info_item(struct proto_server *s, uint16_t type, const void *data, s
 		memcpy(p + 22, data, len);
 }
 
-static void do_info(struct proto_server *s, bool go)
+/* INFO and GO, once the lookup has answered r (and *found when r is 0). */
+static void answer_info(struct proto_server *s, int r, const struct proto_export *found)
 {
+	bool go = s->opt == NBD_OPT_GO;
 	struct proto_export e;
 	char msg[160];
 	uint8_t buf[12];
-	uint32_t err = lookup(s, &e, msg, sizeof(msg));
+	uint32_t err = judge_lookup(s, r, found, &e, msg, sizeof(msg));
 	bool send_bs;
 
 	if (err) {
@@ -313,14 +316,15 @@ static void do_info(struct proto_server *s, bool go)
 		enter_transmission(s, &e, send_bs);
 }
 
-static void do_export_name(struct proto_server *s)
+/* EXPORT_NAME, once the lookup has answered. */
+static void answer_export_name(struct proto_server *s, int r, const struct proto_export *found)
 {
 	struct proto_export e;
 	char msg[160];
 	uint8_t *p;
 
 	/* EXPORT_NAME has no error reply: a failure can only disconnect. */
-	if (lookup(s, &e, msg, sizeof(msg))) {
+	if (judge_lookup(s, r, found, &e, msg, sizeof(msg))) {
 		disconnect(s, PROTO_DISC_EXPORT_NAME);
 		return;
 	}
@@ -330,6 +334,42 @@ static void do_export_name(struct proto_server *s)
 	if (!s->no_zeroes)
 		memset(p + 10, 0, 124);
 	enter_transmission(s, &e, false);
+}
+
+static void answer_lookup(struct proto_server *s, int r, const struct proto_export *found)
+{
+	if (s->opt == NBD_OPT_EXPORT_NAME)
+		answer_export_name(s, r, found);
+	else
+		answer_info(s, r, found);
+}
+
+/*
+ * INFO, GO and EXPORT_NAME ask the lookup callback about s->name; one that
+ * answers -EINPROGRESS is waited for (ST_LOOKUP) until the caller hands
+ * the answer to proto_server_lookup_done().
+ */
+static void start_lookup(struct proto_server *s)
+{
+	struct proto_export found = {0};
+	int r = s->cfg.lookup(s->cfg.opaque, s->name, s->name_len, &found);
+
+	if (r == -EINPROGRESS) {
+		s->state = ST_LOOKUP;
+		return;
+	}
+	answer_lookup(s, r, &found);
+}
+
+int proto_server_lookup_done(struct proto_server *s, int rc, const struct proto_export *found)
+{
+	struct proto_export none = {0};
+
+	if (s->state != ST_LOOKUP || rc == -EINPROGRESS || (rc == 0 && !found))
+		return -EINVAL;
+	s->state = ST_OPT_HDR;
+	answer_lookup(s, rc, rc == 0 ? found : &none);
+	return 0;
 }
 
 static void do_meta(struct proto_server *s)
@@ -366,7 +406,9 @@ static void option_finish(struct proto_server *s)
 	}
 	switch (s->opt) {
 	case NBD_OPT_EXPORT_NAME:
-		do_export_name(s);
+	case NBD_OPT_INFO:
+	case NBD_OPT_GO:
+		start_lookup(s);
 		return;
 	case NBD_OPT_ABORT:
 		reply(s, NBD_REP_ACK, NULL, 0);
@@ -378,10 +420,6 @@ static void option_finish(struct proto_server *s)
 		return;
 	case NBD_OPT_STARTTLS:
 		reply_err(s, NBD_REP_ERR_POLICY, "TLS is not configured on this server");
-		return;
-	case NBD_OPT_INFO:
-	case NBD_OPT_GO:
-		do_info(s, s->opt == NBD_OPT_GO);
 		return;
 	case NBD_OPT_STRUCTURED_REPLY:
 		s->structured = true;

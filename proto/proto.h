@@ -5,7 +5,8 @@
  * The caller owns the socket.  It hands received bytes to
  * proto_server_step(), which consumes some of them and returns at most one
  * action: bytes to send, the export the client chose, a validated request,
- * a piece of a WRITE payload, or a disconnect.  Input may be split anywhere
+ * a piece of a WRITE payload, a disconnect, or a wait for an export lookup
+ * the caller answers later.  Input may be split anywhere
  * (one byte at a time gives the same actions and bytes); the machine never
  * blocks, never touches a socket, owns no thread and never allocates after
  * proto_server_new().  Option data it does not need is consumed without
@@ -32,6 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/uio.h>
+
 #include "nbd_wire.h"
 #include "proto_limits.h"
 
@@ -57,7 +60,10 @@ struct proto_export {
  * be "" for the default export; "vol@snap" forms are the callee's business).
  * Returns 0 and fills *out, -ENOENT (client gets ERR_UNKNOWN), -EPERM or
  * -EACCES (ERR_POLICY), -ESHUTDOWN (ERR_SHUTDOWN); any other error is
- * reported as ERR_UNKNOWN.  Must not block for long: called from step().
+ * reported as ERR_UNKNOWN.  Called from step(), so it must not block: an
+ * answer that needs slow work returns -EINPROGRESS, step() then returns
+ * PROTO_ACT_WAIT until the caller passes the answer to
+ * proto_server_lookup_done().
  */
 typedef int (*proto_lookup_fn)(void *opaque, const char *name, size_t name_len,
                                struct proto_export *out);
@@ -86,6 +92,7 @@ enum proto_action_type {
 	PROTO_ACT_REQUEST,    /* a valid request to carry out and answer */
 	PROTO_ACT_WRITE_DATA, /* the next piece of the current WRITE payload */
 	PROTO_ACT_DISCONNECT, /* close the connection (after sending earlier SENDs) */
+	PROTO_ACT_WAIT, /* a lookup is in progress: nothing until proto_server_lookup_done() */
 };
 
 enum proto_disconnect_reason {
@@ -153,12 +160,22 @@ void proto_server_free(struct proto_server *s);
  * stored in *act); *consumed says how many bytes were used.  Call again
  * with the rest of the input after handling the action; NEED_INPUT means
  * all input was used.  After DISCONNECT every call returns DISCONNECT and
+ * consumes nothing; while a lookup is waiting, every call returns WAIT and
  * consumes nothing.  A WRITE request is followed by WRITE_DATA actions
  * until its payload is complete; they point into IN, no copy is made.
  * Never fails.
  */
 enum proto_action_type proto_server_step(struct proto_server *s, const void *in, size_t in_len,
                                          size_t *consumed, struct proto_action *act);
+
+/*
+ * The answer to a lookup the callback left in progress (-EINPROGRESS): rc
+ * and *found as the callback would have returned them (found is read only
+ * when rc is 0).  The option then completes as if the callback had
+ * answered at once; step() goes on from there.  -EINVAL when no lookup is
+ * waiting, rc is -EINPROGRESS, or rc is 0 without found.
+ */
+int proto_server_lookup_done(struct proto_server *s, int rc, const struct proto_export *found);
 
 /* True once the handshake is over and requests are being parsed. */
 bool proto_server_in_transmission(const struct proto_server *s);
@@ -222,5 +239,48 @@ int proto_encode_block_status(uint8_t *out, size_t out_len, const struct proto_r
  */
 int proto_encode_error(uint8_t *out, size_t out_len, uint64_t cookie, bool done, uint32_t nbd_error,
                        const char *msg);
+
+/*
+ * Whole replies, framed for a vectored send: the headers go into the
+ * caller's HDR buffer, the iovecs point at them and at the caller's data.
+ * Pure and thread-safe, like the encoders.
+ */
+
+/*
+ * The reply to a request that carries no data (everything but a successful
+ * READ or BLOCK_STATUS): a simple reply when it succeeded (allowed with
+ * structured replies too) or without structured replies; else an ERROR
+ * chunk with MSG (may be NULL).  nbd_error is an NBD_E* value.  OUT holds
+ * at least PROTO_MAX_ERROR_CHUNK + 1 bytes when structured and failing,
+ * NBD_SIMPLE_REPLY_BYTES otherwise.  Returns the bytes written, or -ENOSPC.
+ */
+int proto_encode_status(uint8_t *out, size_t out_len, uint64_t cookie, bool structured,
+                        uint32_t nbd_error, const char *msg);
+
+/* One run of a READ's data: LEN bytes at POS within the request, data or a hole. */
+struct proto_read_piece {
+	uint32_t pos, len;
+	bool hole;
+};
+
+/* Header bytes and iovecs proto_frame_read() needs at most for N pieces. */
+#define PROTO_READ_HDR_BYTES(n) (32u * (n))
+#define PROTO_READ_IOVS(n)      (2u * (n))
+
+/*
+ * Frames the successful reply to READ request REQ whose data is in DATA
+ * (req->length bytes): without structured replies, the simple reply and
+ * the data; with them and DF, one OFFSET_DATA chunk; else one chunk per
+ * piece (OFFSET_HOLE for holes, OFFSET_DATA for data), the last one DONE.
+ * PIECES must cover the request in order, without gaps or overlap, each
+ * piece non-empty.  Holes sent as data are zero-filled in DATA first.
+ * Returns the number of iovecs written to IOV (at most max_iov), or
+ * -EINVAL for pieces that do not cover the request, -ENOSPC when HDR
+ * (hdr_len bytes) or IOV is too small: PROTO_READ_HDR_BYTES(n_pieces) and
+ * PROTO_READ_IOVS(n_pieces) are always enough.
+ */
+int proto_frame_read(const struct proto_request *req, bool structured,
+                     const struct proto_read_piece *pieces, size_t n_pieces, uint8_t *data,
+                     uint8_t *hdr, size_t hdr_len, struct iovec *iov, size_t max_iov);
 
 #endif

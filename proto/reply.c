@@ -147,3 +147,73 @@ int proto_encode_error(uint8_t *out, size_t out_len, uint64_t cookie, bool done,
 	memcpy(out + 26, msg ? msg : "", mlen);
 	return (int)(NBD_CHUNK_HEADER_BYTES + 6 + mlen);
 }
+
+int proto_encode_status(uint8_t *out, size_t out_len, uint64_t cookie, bool structured,
+                        uint32_t nbd_error, const char *msg)
+{
+	if (!structured || nbd_error == 0) {
+		if (out_len < NBD_SIMPLE_REPLY_BYTES)
+			return -ENOSPC;
+		return proto_encode_simple(out, cookie, nbd_error);
+	}
+	return proto_encode_error(out, out_len, cookie, true, nbd_error, msg);
+}
+
+static bool pieces_cover(const struct proto_request *req, const struct proto_read_piece *p,
+                         size_t n)
+{
+	uint32_t pos = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].pos != pos || p[i].len == 0 || p[i].len > req->length - pos)
+			return false;
+		pos += p[i].len;
+	}
+	return pos == req->length;
+}
+
+int proto_frame_read(const struct proto_request *req, bool structured,
+                     const struct proto_read_piece *pieces, size_t n_pieces, uint8_t *data,
+                     uint8_t *hdr, size_t hdr_len, struct iovec *iov, size_t max_iov)
+{
+	bool split = structured && !(req->flags & NBD_CMD_FLAG_DF);
+	size_t n_iov = 0, used = 0;
+
+	if (!pieces_cover(req, pieces, n_pieces))
+		return -EINVAL;
+	if (!split) {
+		size_t need = structured ? 28 : NBD_SIMPLE_REPLY_BYTES;
+
+		if (hdr_len < need || max_iov < 2)
+			return -ENOSPC;
+		for (size_t i = 0; i < n_pieces; i++)
+			if (pieces[i].hole)
+				memset(data + pieces[i].pos, 0, pieces[i].len);
+		if (structured)
+			proto_encode_offset_data(hdr, req->cookie, true, req->offset, req->length);
+		else
+			proto_encode_simple(hdr, req->cookie, 0);
+		iov[0] = (struct iovec){hdr, need};
+		iov[1] = (struct iovec){data, req->length};
+		return 2;
+	}
+	for (size_t i = 0; i < n_pieces; i++) {
+		const struct proto_read_piece *p = &pieces[i];
+		bool done = i + 1 == n_pieces;
+		size_t need = p->hole ? 32 : 28;
+
+		if (hdr_len - used < need || max_iov - n_iov < (p->hole ? 1u : 2u))
+			return -ENOSPC;
+		if (p->hole)
+			proto_encode_offset_hole(hdr + used, req->cookie, done,
+			                         req->offset + p->pos, p->len);
+		else
+			proto_encode_offset_data(hdr + used, req->cookie, done,
+			                         req->offset + p->pos, p->len);
+		iov[n_iov++] = (struct iovec){hdr + used, need};
+		if (!p->hole)
+			iov[n_iov++] = (struct iovec){data + p->pos, p->len};
+		used += need;
+	}
+	return (int)n_iov;
+}

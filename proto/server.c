@@ -175,6 +175,10 @@ enum proto_action_type proto_server_step(struct proto_server *s, const void *in_
 			option_list_next(s);
 			continue;
 		}
+		if (s->state == ST_LOOKUP) {
+			act->type = PROTO_ACT_WAIT;
+			break;
+		}
 		if (used == in_len) {
 			act->type = PROTO_ACT_NEED_INPUT;
 			break;

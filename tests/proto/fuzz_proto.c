@@ -2,14 +2,16 @@
 /*
  * fuzz_proto.c - libFuzzer target of the NBD protocol machine: the input is
  * a client byte stream.  Its first byte picks the feed pattern (whole, one
- * byte at a time, or pieces of varying size); the rest is fed until the
- * machine disconnects or the input ends.  Checks the machine's promises:
+ * byte at a time, or pieces of varying size) and whether export lookups
+ * answer at once or later (-EINPROGRESS, then proto_server_lookup_done());
+ * the rest is fed until the machine disconnects or the input ends.  Checks the machine's promises:
  * never consumes more than given, SEND never empty nor larger than its
  * buffer, WRITE_DATA pieces inside the request's payload, a disconnect
  * sticks, output per step bounded.  Requests are answered with the
  * encoders so they run too.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,9 +20,13 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int lookup(void *opaque, const char *name, size_t name_len, struct proto_export *out)
+/* Set while lookups answer later: the name asked for, kept for the answer. */
+static bool async_lookups;
+static char waiting_name[PROTO_MAX_STRING + 1];
+static bool waiting;
+
+static int sync_lookup(const char *name, size_t name_len, struct proto_export *out)
 {
-	(void)opaque;
 	if (strlen(name) != name_len)
 		abort();
 	memset(out, 0, sizeof(*out));
@@ -40,6 +46,18 @@ static int lookup(void *opaque, const char *name, size_t name_len, struct proto_
 		return -ENOENT;
 	}
 	return 0;
+}
+
+static int lookup(void *opaque, const char *name, size_t name_len, struct proto_export *out)
+{
+	(void)opaque;
+	if (!async_lookups)
+		return sync_lookup(name, name_len, out);
+	if (waiting || name_len > PROTO_MAX_STRING)
+		abort();
+	memcpy(waiting_name, name, name_len + 1);
+	waiting = true;
+	return -EINPROGRESS;
 }
 
 static int list(void *opaque, size_t index, const char **name, const char **desc)
@@ -78,6 +96,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	mode = data[0] % 4;
+	async_lookups = data[0] & 4;
+	waiting = false;
 	if (proto_server_new(&cfg, &s) < 0)
 		abort();
 	end = size;
@@ -116,6 +136,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				abort();
 			payload_left -= (uint32_t)act.write_data.len;
 			if (act.write_data.last != (payload_left == 0))
+				abort();
+		} else if (act.type == PROTO_ACT_WAIT) {
+			struct proto_export e;
+			int rc;
+
+			if (!waiting ||
+			    proto_server_step(s, data + pos, size - pos, &used, &act) !=
+			        PROTO_ACT_WAIT ||
+			    used)
+				abort();
+			waiting = false;
+			rc = sync_lookup(waiting_name, strlen(waiting_name), &e);
+			if (proto_server_lookup_done(s, rc, &e) != 0 ||
+			    proto_server_lookup_done(s, rc, &e) != -EINVAL)
 				abort();
 		} else if (act.type == PROTO_ACT_DISCONNECT) {
 			if (proto_server_step(s, data + pos, size - pos, &used, &act) !=

@@ -208,14 +208,38 @@ static void event(struct result *r, const char *fmt, ...)
 	putstr(&r->events, line);
 }
 
+/* Lookups that answer later: the name asked for, answered at the WAIT action. */
+static char waiting_name[PROTO_MAX_STRING + 1];
+static bool waiting;
+
+static int later_lookup(void *opaque, const char *name, size_t name_len, struct proto_export *out)
+{
+	(void)opaque;
+	(void)out;
+	cr_assert(!waiting, "a second lookup while one waits");
+	cr_assert_leq(name_len, PROTO_MAX_STRING);
+	memcpy(waiting_name, name, name_len + 1);
+	waiting = true;
+	return -EINPROGRESS;
+}
+
 void drive(const uint8_t *in, size_t len, size_t chunk, struct result *r)
 {
-	struct proto_server_config cfg = {.lookup = test_lookup, .list = test_list};
+	drive_lookups(in, len, chunk, false, r);
+}
+
+void drive_lookups(const uint8_t *in, size_t len, size_t chunk, bool later, struct result *r)
+{
+	struct proto_server_config cfg = {.lookup = later ? later_lookup : test_lookup,
+	                                  .list = test_list};
 	struct proto_server *s;
 	size_t pos = 0, end, payload_off = 0;
 
 	memset(r, 0, sizeof(*r));
+	waiting = false;
 	cr_assert_eq(proto_server_new(&cfg, &s), 0);
+	cr_assert_eq(proto_server_lookup_done(s, 0, &(struct proto_export){.size_bytes = 1}),
+	             -EINVAL, "an answer nobody waits for is refused");
 	end = chunk ? (chunk < len ? chunk : len) : len;
 	for (unsigned guard = 0; guard < 100000000u; guard++) {
 		struct proto_action act;
@@ -256,6 +280,21 @@ void drive(const uint8_t *in, size_t len, size_t chunk, struct result *r)
 				event(r, "DATA done at %u\n",
 				      act.write_data.offset + (unsigned)act.write_data.len);
 			break;
+		case PROTO_ACT_WAIT: {
+			struct proto_export e;
+			int rc;
+
+			cr_assert(waiting, "WAIT without a lookup in progress");
+			/* It keeps waiting, consuming nothing, until the answer comes. */
+			cr_assert_eq(proto_server_step(s, in + pos, end - pos, &used, &act),
+			             PROTO_ACT_WAIT);
+			cr_assert_eq(used, 0);
+			waiting = false;
+			rc = test_lookup(NULL, waiting_name, strlen(waiting_name), &e);
+			cr_assert_eq(proto_server_lookup_done(s, -EINPROGRESS, &e), -EINVAL);
+			cr_assert_eq(proto_server_lookup_done(s, rc, &e), 0);
+			break;
+		}
 		case PROTO_ACT_DISCONNECT:
 			r->disconnected = true;
 			r->reason = act.disconnect.reason;
@@ -281,16 +320,25 @@ static void same(const struct buf *a, const struct buf *b, const char *what)
 
 void run_both(const struct buf *in, struct result *r)
 {
-	struct result one;
+	static const char *const ways[] = {"byte by byte", "whole, lookups answered later",
+	                                   "byte by byte, lookups answered later"};
+	char what[128];
 
 	drive(in->p, in->len, 0, r);
-	drive(in->p, in->len, 1, &one);
-	same(&r->out, &one.out, "bytes sent (whole vs byte by byte)");
-	same(&r->events, &one.events, "events (whole vs byte by byte)");
-	same(&r->data, &one.data, "payload (whole vs byte by byte)");
-	cr_assert_eq(r->disconnected, one.disconnected);
-	cr_assert_eq(r->consumed, one.consumed);
-	result_free(&one);
+	for (int i = 0; i < 3; i++) {
+		struct result other;
+
+		drive_lookups(in->p, in->len, i == 1 ? 0 : 1, i > 0, &other);
+		snprintf(what, sizeof(what), "bytes sent (whole vs %s)", ways[i]);
+		same(&r->out, &other.out, what);
+		snprintf(what, sizeof(what), "events (whole vs %s)", ways[i]);
+		same(&r->events, &other.events, what);
+		snprintf(what, sizeof(what), "payload (whole vs %s)", ways[i]);
+		same(&r->data, &other.data, what);
+		cr_assert_eq(r->disconnected, other.disconnected, "%s", ways[i]);
+		cr_assert_eq(r->consumed, other.consumed, "%s", ways[i]);
+		result_free(&other);
+	}
 }
 
 void expect_out(const struct result *r, const struct buf *exp)

@@ -63,7 +63,16 @@ void result_free(struct result *r);
  */
 void drive(const uint8_t *in, size_t len, size_t chunk, struct result *r);
 
-/* drive() whole and byte by byte, asserting identical results; returns the whole run. */
+/*
+ * The same, with the lookup callback answering -EINPROGRESS when LATER:
+ * the answer (from test_lookup) is handed over at the WAIT action.
+ */
+void drive_lookups(const uint8_t *in, size_t len, size_t chunk, bool later, struct result *r);
+
+/*
+ * drive() whole and byte by byte, with lookups answered at once and later,
+ * asserting identical results; returns the whole run.
+ */
 void run_both(const struct buf *in, struct result *r);
 
 /* Asserts r->out equals EXP, with a hex dump of the first difference. */

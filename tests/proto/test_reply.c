@@ -120,3 +120,132 @@ Test(proto_reply, config_errors)
 	cr_assert_null(s);
 	proto_server_free(NULL);
 }
+
+Test(proto_reply, status_replies)
+{
+	uint8_t out[PROTO_MAX_ERROR_CHUNK + 1];
+	struct buf exp = {0};
+
+	/* success: a simple reply, with or without structured replies */
+	cr_assert_eq(proto_encode_status(out, sizeof(out), 7, true, 0, "ignored"), 16);
+	s_simple(&exp, 7, 0);
+	cr_assert_arr_eq(out, exp.p, 16);
+	buf_free(&exp);
+	/* failure: simple without structured replies, an ERROR chunk with them */
+	cr_assert_eq(proto_encode_status(out, sizeof(out), 8, false, NBD_EIO, "x"), 16);
+	s_simple(&exp, 8, NBD_EIO);
+	cr_assert_arr_eq(out, exp.p, 16);
+	buf_free(&exp);
+	cr_assert_eq(proto_encode_status(out, sizeof(out), 9, true, NBD_ENOSPC, "full"), 30);
+	s_err_chunk(&exp, 9, NBD_ENOSPC, "full");
+	cr_assert_arr_eq(out, exp.p, 30);
+	buf_free(&exp);
+	cr_assert_eq(proto_encode_status(out, 15, 9, false, 0, NULL), -ENOSPC);
+	cr_assert_eq(proto_encode_status(out, 20, 9, true, NBD_EIO, "m"), -ENOSPC);
+}
+
+/* Concatenates what IOV points at. */
+static void flatten(const struct iovec *iov, int n, struct buf *b)
+{
+	for (int i = 0; i < n; i++)
+		putn(b, iov[i].iov_base, iov[i].iov_len);
+}
+
+Test(proto_reply, frame_read)
+{
+	struct proto_request req = {
+	    .type = NBD_CMD_READ, .cookie = 5, .offset = 4096, .length = 12};
+	struct proto_read_piece pieces[] = {{0, 4, false}, {4, 4, true}, {8, 4, false}};
+	uint8_t data[12], hdr[PROTO_READ_HDR_BYTES(3)];
+	struct iovec iov[PROTO_READ_IOVS(3)];
+	struct buf got = {0}, exp = {0};
+	int n;
+
+	/* structured, no DF: data, hole, data; the hole stays in the buffer untouched */
+	memset(data, 0xab, sizeof(data));
+	n = proto_frame_read(&req, true, pieces, 3, data, hdr, sizeof(hdr), iov, 6);
+	cr_assert_eq(n, 5);
+	flatten(iov, n, &got);
+	put32(&exp, NBD_CHUNK_MAGIC);
+	put16(&exp, 0);
+	put16(&exp, NBD_REPLY_TYPE_OFFSET_DATA);
+	put64(&exp, 5);
+	put32(&exp, 12);
+	put64(&exp, 4096);
+	putn(&exp, data, 4);
+	put32(&exp, NBD_CHUNK_MAGIC);
+	put16(&exp, 0);
+	put16(&exp, NBD_REPLY_TYPE_OFFSET_HOLE);
+	put64(&exp, 5);
+	put32(&exp, 12);
+	put64(&exp, 4100);
+	put32(&exp, 4);
+	put32(&exp, NBD_CHUNK_MAGIC);
+	put16(&exp, NBD_REPLY_FLAG_DONE);
+	put16(&exp, NBD_REPLY_TYPE_OFFSET_DATA);
+	put64(&exp, 5);
+	put32(&exp, 12);
+	put64(&exp, 4104);
+	putn(&exp, data + 8, 4);
+	cr_assert_eq(got.len, exp.len);
+	cr_assert_arr_eq(got.p, exp.p, exp.len);
+	cr_assert_eq(data[4], 0xab);
+	buf_free(&got);
+	buf_free(&exp);
+
+	/* DF: one OFFSET_DATA chunk with the hole zero-filled */
+	req.flags = NBD_CMD_FLAG_DF;
+	n = proto_frame_read(&req, true, pieces, 3, data, hdr, sizeof(hdr), iov, 6);
+	cr_assert_eq(n, 2);
+	flatten(iov, n, &got);
+	put32(&exp, NBD_CHUNK_MAGIC);
+	put16(&exp, NBD_REPLY_FLAG_DONE);
+	put16(&exp, NBD_REPLY_TYPE_OFFSET_DATA);
+	put64(&exp, 5);
+	put32(&exp, 20);
+	put64(&exp, 4096);
+	putn(&exp, "\xab\xab\xab\xab\0\0\0\0\xab\xab\xab\xab", 12);
+	cr_assert_eq(got.len, exp.len);
+	cr_assert_arr_eq(got.p, exp.p, exp.len);
+	buf_free(&got);
+	buf_free(&exp);
+
+	/* no structured replies: simple reply + data, holes zero-filled */
+	memset(data, 0xcd, sizeof(data));
+	req.flags = 0;
+	n = proto_frame_read(&req, false, pieces, 3, data, hdr, sizeof(hdr), iov, 6);
+	cr_assert_eq(n, 2);
+	flatten(iov, n, &got);
+	s_simple(&exp, 5, 0);
+	putn(&exp, "\xcd\xcd\xcd\xcd\0\0\0\0\xcd\xcd\xcd\xcd", 12);
+	cr_assert_eq(got.len, exp.len);
+	cr_assert_arr_eq(got.p, exp.p, exp.len);
+	buf_free(&got);
+	buf_free(&exp);
+}
+
+Test(proto_reply, frame_read_refuses_bad_pieces)
+{
+	struct proto_request req = {.type = NBD_CMD_READ, .cookie = 5, .offset = 0, .length = 8};
+	struct proto_read_piece gap[] = {{0, 4, false}, {5, 3, false}};
+	struct proto_read_piece empty[] = {{0, 0, true}, {0, 8, false}};
+	struct proto_read_piece short_[] = {{0, 4, false}};
+	struct proto_read_piece longer[] = {{0, 4, false}, {4, 8, true}};
+	struct proto_read_piece ok[] = {{0, 4, true}, {4, 4, false}};
+	uint8_t data[8], hdr[64];
+	struct iovec iov[4];
+
+	cr_assert_eq(proto_frame_read(&req, true, gap, 2, data, hdr, sizeof(hdr), iov, 4), -EINVAL);
+	cr_assert_eq(proto_frame_read(&req, true, empty, 2, data, hdr, sizeof(hdr), iov, 4),
+	             -EINVAL);
+	cr_assert_eq(proto_frame_read(&req, true, short_, 1, data, hdr, sizeof(hdr), iov, 4),
+	             -EINVAL);
+	cr_assert_eq(proto_frame_read(&req, true, longer, 2, data, hdr, sizeof(hdr), iov, 4),
+	             -EINVAL);
+	/* room: a hole takes 32 header bytes and one iovec, data 28 and two */
+	cr_assert_eq(proto_frame_read(&req, true, ok, 2, data, hdr, 59, iov, 4), -ENOSPC);
+	cr_assert_eq(proto_frame_read(&req, true, ok, 2, data, hdr, 60, iov, 2), -ENOSPC);
+	cr_assert_eq(proto_frame_read(&req, true, ok, 2, data, hdr, 60, iov, 3), 3);
+	cr_assert_eq(proto_frame_read(&req, false, ok, 2, data, hdr, 15, iov, 4), -ENOSPC);
+	cr_assert_eq(proto_frame_read(&req, false, ok, 2, data, hdr, 16, iov, 1), -ENOSPC);
+}
