@@ -6,6 +6,32 @@
 #ifndef BLOCKD_DAEMON_LIMITS_H
 #define BLOCKD_DAEMON_LIMITS_H
 
+/* ------------------------------------------------------------ threads */
+
+/* Event loops (--threads): far above any CPU count we run on; bounds the worker table. */
+#define MAX_THREADS 256u
+
+/*
+ * Pool threads per event loop, plus a few: jobs of one image run one at a
+ * time, so this many volumes can have a flush or a cache miss in progress
+ * at once while the rest wait their turn, round robin.
+ */
+#define POOL_THREADS_PER_LOOP 2u
+#define POOL_THREADS_EXTRA    2u
+
+/* ---------------------------------------------------------------- ring */
+
+/* Submission queue entries per loop: one batch of a busy loop's requests. */
+#define RING_ENTRIES 1024u
+/*
+ * Completion queue entries per loop, and the cap on operations in flight
+ * on one ring: a loop never submits more than its completion queue holds,
+ * so completions are never lost or left in the kernel's overflow list.
+ */
+#define RING_CQ_ENTRIES 16384u
+
+/* ---------------------------------------------------------- connections */
+
 /*
  * Connections per daemon.  Each costs a protocol machine (~20 KiB), a
  * receive buffer (RECV_BUFFER_BYTES) and up to CONN_MAX_INFLIGHT_BYTES of
@@ -35,6 +61,9 @@
  */
 #define UNIX_STALE_WAIT_MS 2000
 
+/* Pending connections on a listening socket (listen(2) backlog). */
+#define LISTEN_BACKLOG 128
+
 /*
  * Reply bytes the daemon makes up itself (option replies, error and empty
  * replies) queued per connection before it stops reading: a client that
@@ -59,6 +88,16 @@
 #define DAEMON_MAX_INFLIGHT_BYTES (1ull << 30)
 
 /*
+ * Request slots are kept per connection once made and reused, so a busy
+ * connection allocates nothing per request.  A slot keeps its data buffer
+ * too if it is at most SLOT_KEEP_BUFFER_BYTES (the sizes a random-I/O
+ * client repeats) and the connection keeps at most CONN_KEPT_BUFFER_BYTES
+ * of such buffers: idle connections hold little.
+ */
+#define SLOT_KEEP_BUFFER_BYTES (128u << 10)
+#define CONN_KEPT_BUFFER_BYTES (4u << 20)
+
+/*
  * Pieces of one READ reply (hole and data runs): bounds the reply's chunk
  * headers; a more fragmented range is sent as data.
  */
@@ -66,5 +105,39 @@
 
 /* Extents in one BLOCK_STATUS reply; clients ask again for the rest. */
 #define BLOCK_STATUS_MAX_EXTENTS 1024u
+
+/* Data-path errors logged per volume: one line a second, with a count of those left out. */
+#define ERROR_LOG_INTERVAL_SEC 1
+
+/* ------------------------------------------------------------- volumes */
+
+/* Largest volume: 1 PiB, far past any disk and inside the L1 table cap of 64 KiB clusters. */
+#define MANAGE_MAX_VOLUME_BYTES (1ull << 50)
+
+/* A clone's base copy moves this much at a time through one buffer. */
+#define MANAGE_COPY_CHUNK_BYTES (4u << 20)
+
+/*
+ * L2 cache of the private images that read a whole snapshot once (a base
+ * copy, counting its bytes): sequential reads reuse a table a few times,
+ * so a small cache does; it bounds the memory of such calls.
+ */
+#define MANAGE_COPY_CACHE_BYTES  (1u << 20)
+#define MANAGE_COUNT_CACHE_BYTES (256u << 10)
+
+/* ---------------------------------------------------------- control API */
+
+/* Request bodies are small JSON objects; anything larger is refused (413). */
+#define CONTROL_MAX_BODY_BYTES (64u << 10)
+
+/* Control connections at once, and how long an idle one stays open. */
+#define CONTROL_MAX_CONNECTIONS  64u
+#define CONTROL_IDLE_TIMEOUT_SEC 30u
+
+/*
+ * Threads serving the control API: reads (listings, metrics) go on while a
+ * change (a clone's copy) takes long; changes themselves run one at a time.
+ */
+#define CONTROL_THREADS 4u
 
 #endif

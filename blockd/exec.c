@@ -9,11 +9,21 @@
 struct exec {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct exec_job *head, *tail;
+	struct exec_queue *ready_head, *ready_tail; /* queues with a job to start */
 	bool stopping;
 	unsigned n_threads;
 	pthread_t threads[];
 };
+
+static void ready_append(struct exec *ex, struct exec_queue *q)
+{
+	q->next_ready = NULL;
+	if (ex->ready_tail)
+		ex->ready_tail->next_ready = q;
+	else
+		ex->ready_head = q;
+	ex->ready_tail = q;
+}
 
 static void *exec_thread(void *arg)
 {
@@ -21,19 +31,36 @@ static void *exec_thread(void *arg)
 
 	pthread_mutex_lock(&ex->lock);
 	for (;;) {
+		struct exec_queue *q;
 		struct exec_job *job;
 
-		while (!ex->head && !ex->stopping)
+		while (!ex->ready_head && !ex->stopping)
 			pthread_cond_wait(&ex->cond, &ex->lock);
-		job = ex->head;
-		if (!job)
+		q = ex->ready_head;
+		if (!q)
 			break;
-		ex->head = job->next;
-		if (!ex->head)
-			ex->tail = NULL;
+		ex->ready_head = q->next_ready;
+		if (!ex->ready_head)
+			ex->ready_tail = NULL;
+		job = q->head;
+		q->head = job->next;
+		if (!q->head)
+			q->tail = NULL;
 		pthread_mutex_unlock(&ex->lock);
+
 		job->run(job);
-		job->done(job);
+
+		/* The queue is done with before done(), which may end its owner. */
+		pthread_mutex_lock(&ex->lock);
+		if (q->head) {
+			ready_append(ex, q);
+			pthread_cond_signal(&ex->cond);
+		} else {
+			q->active = false;
+		}
+		pthread_mutex_unlock(&ex->lock);
+		if (job->done)
+			job->done(job);
 		pthread_mutex_lock(&ex->lock);
 	}
 	pthread_mutex_unlock(&ex->lock);
@@ -61,16 +88,25 @@ int exec_new(unsigned threads, struct exec **out)
 	return 0;
 }
 
-void exec_submit(struct exec *ex, struct exec_job *job)
+void exec_queue_init(struct exec_queue *q)
+{
+	*q = (struct exec_queue){0};
+}
+
+void exec_submit(struct exec *ex, struct exec_queue *q, struct exec_job *job)
 {
 	job->next = NULL;
 	pthread_mutex_lock(&ex->lock);
-	if (ex->tail)
-		ex->tail->next = job;
+	if (q->tail)
+		q->tail->next = job;
 	else
-		ex->head = job;
-	ex->tail = job;
-	pthread_cond_signal(&ex->cond);
+		q->head = job;
+	q->tail = job;
+	if (!q->active) {
+		q->active = true;
+		ready_append(ex, q);
+		pthread_cond_signal(&ex->cond);
+	}
 	pthread_mutex_unlock(&ex->lock);
 }
 

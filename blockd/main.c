@@ -31,15 +31,15 @@
 #include "control.h"
 #include "daemon.h"
 #include "datadir.h"
+#include "daemon_limits.h"
 #include "exec.h"
 #include "log.h"
-#include "daemon_limits.h"
-#include "proto_limits.h"
+#include "manage.h"
+#include "proto.h"
 #include "size.h"
 #include "store.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:10809"
-#define MAX_THREADS    256u
 
 struct options {
 	char data_dir[PATH_MAX];
@@ -222,7 +222,7 @@ static int listen_tcp(const char *spec, char *shown, size_t shown_len)
 	}
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
 		log_error("cannot listen on %s:%s: %s", host, port, strerror(errno));
 		if (fd >= 0)
 			close(fd);
@@ -287,7 +287,8 @@ static int listen_unix(const char *path)
 	close(fd);
 	unlink(path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0) {
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(fd, LISTEN_BACKLOG) < 0) {
 		log_error("cannot listen on %s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
@@ -298,7 +299,7 @@ static int listen_unix(const char *path)
 }
 
 /* Waits for signals until asked to stop; SIGHUP rescans.  -1 if it cannot wait. */
-static int wait_for_stop(struct store *st)
+static int wait_for_stop(struct manager *m)
 {
 	sigset_t set;
 	struct signalfd_siginfo si;
@@ -321,7 +322,7 @@ static int wait_for_stop(struct store *st)
 		if (n != (ssize_t)sizeof(si))
 			break;
 		if (si.ssi_signo == SIGHUP) {
-			int added = store_rescan(st);
+			int added = manage_rescan(m);
 
 			log_info("rescan: %d new volume(s)", added < 0 ? 0 : added);
 			continue;
@@ -353,6 +354,7 @@ int main(int argc, char **argv)
 	struct worker *workers[MAX_THREADS];
 	char lock_path[PATH_MAX + 16], control_path[PATH_MAX + 16], tcp_shown[300] = "";
 	struct control *ctl = NULL;
+	struct manager *m = NULL;
 	unsigned started = 0;
 	sigset_t set;
 	int lock_fd, rc, status = 0;
@@ -389,37 +391,34 @@ int main(int argc, char **argv)
 	}
 	log_info("data directory %s", o.data_dir);
 
-	scfg = (struct store_config){.data_dir = o.data_dir, .cache_bytes = o.cache_bytes};
-	rc = store_open(&scfg, &d.store);
-	if (rc < 0)
-		return 1;
-	if (strcmp(o.listen, "none") != 0) {
-		d.listen_fd[0] = listen_tcp(o.listen, tcp_shown, sizeof(tcp_shown));
-		if (d.listen_fd[0] < 0) {
-			store_close(d.store);
-			return 1;
-		}
-	}
-	d.listen_fd[1] = listen_unix(o.socket_path);
-	if (d.listen_fd[1] < 0) {
-		if (d.listen_fd[0] >= 0)
-			close(d.listen_fd[0]);
-		store_close(d.store);
-		return 1;
-	}
-	rc = exec_new(2 * o.threads + 2, &d.exec);
+	rc = exec_new(POOL_THREADS_PER_LOOP * o.threads + POOL_THREADS_EXTRA, &d.exec);
 	if (rc < 0) {
 		log_error("cannot start threads: %s", strerror(-rc));
-		for (int i = 0; i < 2; i++)
-			if (d.listen_fd[i] >= 0)
-				close(d.listen_fd[i]);
-		unlink(o.socket_path);
-		store_close(d.store);
 		return 1;
 	}
+	scfg = (struct store_config){
+	    .data_dir = o.data_dir, .cache_bytes = o.cache_bytes, .exec = d.exec};
+	rc = store_open(&scfg, &d.store);
+	if (rc < 0) {
+		exec_free(d.exec);
+		return 1;
+	}
+	rc = manage_new(d.store, &m);
+	if (rc < 0)
+		status = 1;
+	if (status == 0 && strcmp(o.listen, "none") != 0) {
+		d.listen_fd[0] = listen_tcp(o.listen, tcp_shown, sizeof(tcp_shown));
+		if (d.listen_fd[0] < 0)
+			status = 1;
+	}
+	if (status == 0) {
+		d.listen_fd[1] = listen_unix(o.socket_path);
+		if (d.listen_fd[1] < 0)
+			status = 1;
+	}
 	snprintf(control_path, sizeof(control_path), "%s/control.sock", o.data_dir);
-	if (control_start(d.store, &d, control_path, tcp_shown[0] ? tcp_shown : NULL, o.socket_path,
-	                  &ctl) < 0)
+	if (status == 0 && control_start(d.store, m, &d, control_path,
+	                                 tcp_shown[0] ? tcp_shown : NULL, o.socket_path, &ctl) < 0)
 		status = 1;
 	for (; status == 0 && started < o.threads; started++) {
 		rc = worker_start(&d, started, &workers[started]);
@@ -431,7 +430,7 @@ int main(int argc, char **argv)
 	}
 	if (status == 0) {
 		log_info("ready: %u worker(s)", started);
-		if (wait_for_stop(d.store) < 0)
+		if (wait_for_stop(m) < 0)
 			status = 1;
 	}
 
@@ -445,10 +444,13 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 2; i++)
 		if (d.listen_fd[i] >= 0)
 			close(d.listen_fd[i]);
-	unlink(o.socket_path);
-	exec_free(d.exec);
+	if (d.listen_fd[1] >= 0)
+		unlink(o.socket_path);
+	exec_free(d.exec); /* runs what is queued: volumes let go of last */
 	if (store_close(d.store) < 0)
 		status = 1;
+	if (m)
+		manage_free(m);
 	log_info("stopped");
 	close(lock_fd);
 	return status;

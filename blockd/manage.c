@@ -4,6 +4,15 @@
  * and deleted, snapshots taken, deleted and restored, all while other
  * volumes (and, where it is safe, the same one) are served.
  *
+ * One change at a time: m->lock is held for each, across its I/O.  Only
+ * control threads and the signal thread (SIGHUP) take it.  Under it a
+ * change may take a volume's image lock (and then wait for the volume's
+ * ring I/O to drain, image_quiesce()) and, briefly, the store's registry
+ * lock inside store calls; the lock order is manager, image, registry
+ * (CONCURRENCY.md).  The only long part that runs without it is the copy
+ * of a snapshot into a clone base: the snapshot is claimed meanwhile, so
+ * it cannot be deleted, and the copy is published under the lock again.
+ *
  * Files change crash-safely: a new image is written under a dot-name
  * (".NAME.tmp", never a volume name), synced, renamed into place and the
  * folder synced, so a crash leaves the old state or the new one; the next
@@ -16,26 +25,50 @@
  * never-written base image, DIR/bases/VOL@SNAP-ID-TIME.qcow2, and every
  * clone is a new qcow2 whose backing file is that base: later clones of
  * the same snapshot cost O(1).  A crash between publishing a base and
- * publishing its first clone leaves the base; the next clone uses it.  Bases belong to no volume,
- * so deleting VOL (or its snapshot) leaves its clones working; a base is removed with the last
- * volume that uses it.
+ * publishing its first clone leaves the base; the next clone uses it.
+ * Bases belong to no volume, so deleting VOL (or its snapshot) leaves its
+ * clones working; a base is removed with the last volume that uses it.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "daemon_limits.h"
 #include "log.h"
 #include "manage.h"
 #include "qcow.h"
-#include "store_internal.h"
 
-#define COPY_CHUNK (4u << 20)
+struct manager {
+	pthread_mutex_t lock;
+	struct store *st;
+	atomic_uint copies; /* names the temporaries of base copies */
+};
+
+int manage_new(struct store *st, struct manager **out)
+{
+	struct manager *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return -ENOMEM;
+	pthread_mutex_init(&m->lock, NULL);
+	m->st = st;
+	*out = m;
+	return 0;
+}
+
+void manage_free(struct manager *m)
+{
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -50,17 +83,53 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 	return rc;
 }
 
-/* Only this (control) thread unlinks volumes, so the pointer stays valid here. */
-static struct volume *get_volume(struct store *st, const char *name)
+/*
+ * Volume NAME with a reference and its open image in *imp (when imp is
+ * not NULL): -ENOENT, or -ENXIO when it could not be opened.
+ */
+static int get_volume(struct manager *m, const char *name, struct volume **out, struct image **imp,
+                      char *err, size_t errlen)
 {
 	struct volume *vol;
+	struct store_info info;
 
-	if (!store_valid_name(name, strlen(name)))
-		return NULL;
-	pthread_mutex_lock(&st->lock);
-	vol = find_volume(st, name, strlen(name));
-	pthread_mutex_unlock(&st->lock);
-	return vol;
+	if (!blockd_name_valid(name, strlen(name)) || store_get(m->st, name, &vol) < 0)
+		return fail(err, errlen, -ENOENT, "no volume %s", name);
+	if (imp && !volume_image(vol)) {
+		if (store_info(vol, false, &info) == 0) {
+			fail(err, errlen, -ENXIO, "volume %s cannot be opened: %s", name,
+			     info.error);
+			store_info_free(&info);
+		} else {
+			fail(err, errlen, -ENXIO, "volume %s cannot be opened", name);
+		}
+		store_put(vol);
+		return -ENXIO;
+	}
+	if (imp)
+		*imp = volume_image(vol);
+	*out = vol;
+	return 0;
+}
+
+static void volume_path(struct manager *m, const char *name, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%s.qcow2", store_volumes_dir(m->st), name);
+}
+
+/* True when NAME is a volume or its file exists (manager lock held). */
+static bool volume_exists(struct manager *m, const char *name)
+{
+	char path[PATH_MAX + 32];
+	struct volume *vol;
+	struct stat sb;
+
+	if (store_get(m->st, name, &vol) == 0) {
+		store_put(vol);
+		return true;
+	}
+	volume_path(m, name, path, sizeof(path));
+	return stat(path, &sb) == 0;
 }
 
 /* Creates PATH as a qcow2 image (64 KiB clusters), synced; O_EXCL. */
@@ -103,84 +172,93 @@ static int publish(const char *tmp, const char *final, const char *dir, char *er
 	return 0;
 }
 
-/* Opens a just-published volume file and serves it. */
-static int adopt(struct store *st, const char *name, char *err, size_t errlen)
+/* Writes volume NAME as .NAME.tmp (backing BACKING, or SIZE bytes), publishes and serves it. */
+static int make_volume(struct manager *m, const char *name, uint64_t size, const char *backing,
+                       char *err, size_t errlen)
 {
-	struct volume *vol;
-	int rc = open_volume(st, name, &vol);
+	const char *dir = store_volumes_dir(m->st);
+	char tmp[PATH_MAX + 32], final[PATH_MAX + 32];
+	int rc;
 
+	volume_path(m, name, final, sizeof(final));
+	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name);
+	unlink(tmp); /* ours: the manager's lock is held and names are unique */
+	rc = create_image(tmp, size, backing, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = publish(tmp, final, dir, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = store_adopt(m->st, name, err, errlen);
 	if (rc < 0)
 		return fail(err, errlen, rc, "volume %s was created but cannot be opened", name);
-	pthread_mutex_lock(&st->lock);
-	link_volume(st, vol);
-	pthread_mutex_unlock(&st->lock);
 	return 0;
 }
 
-int manage_create(struct store *st, const char *name, uint64_t size, char *err, size_t errlen)
+int manage_create(struct manager *m, const char *name, uint64_t size, char *err, size_t errlen)
 {
-	char tmp[PATH_MAX + 32], final[PATH_MAX + 32];
-	struct stat sb;
 	int rc;
 
-	if (!store_valid_name(name, strlen(name)))
+	if (!blockd_name_valid(name, strlen(name)))
 		return fail(err, errlen, -EINVAL, "invalid volume name");
 	if (size == 0 || size > MANAGE_MAX_VOLUME_BYTES)
 		return fail(err, errlen, -EINVAL, "size must be between 1 byte and %llu bytes",
 		            (unsigned long long)MANAGE_MAX_VOLUME_BYTES);
-	snprintf(final, sizeof(final), "%s/%s.qcow2", st->volumes_dir, name);
-	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", st->volumes_dir, name);
-	if (get_volume(st, name) || stat(final, &sb) == 0)
-		return fail(err, errlen, -EEXIST, "volume %s already exists", name);
-	unlink(tmp);
-	rc = create_image(tmp, size, NULL, err, errlen);
-	if (rc < 0)
-		return rc;
-	rc = publish(tmp, final, st->volumes_dir, err, errlen);
-	if (rc < 0)
-		return rc;
-	log_info("volume %s: created, %llu bytes", name, (unsigned long long)size);
-	return adopt(st, name, err, errlen);
+	pthread_mutex_lock(&m->lock);
+	if (volume_exists(m, name))
+		rc = fail(err, errlen, -EEXIST, "volume %s already exists", name);
+	else
+		rc = make_volume(m, name, size, NULL, err, errlen);
+	pthread_mutex_unlock(&m->lock);
+	if (rc == 0)
+		log_info("volume %s: created, %llu bytes", name, (unsigned long long)size);
+	return rc;
 }
 
-/* Copies what the snapshot view shows into a new standalone image at PATH. */
-static int copy_view(struct export_image *e, const char *path, char *err, size_t errlen)
+/* Copies what snapshot SNAP of VOL shows into a new standalone image at PATH. */
+static int copy_snapshot(struct volume *vol, const char *snap, const char *path, char *err,
+                         size_t errlen)
 {
 	struct qcow_open_opts oo = {.path = path, .flags = QCOW_OPEN_RDWR};
 	struct qcow_image *dst;
+	struct image src;
+	uint64_t off = 0, size;
 	uint8_t *buf;
-	uint64_t off = 0;
 	int rc;
 
-	rc = create_image(path, e->size, NULL, err, errlen);
+	rc = store_snapshot_open(vol, snap, MANAGE_COPY_CACHE_BYTES, &src, err, errlen);
 	if (rc < 0)
 		return rc;
+	size = atomic_load(&src.size);
+	rc = create_image(path, size, NULL, err, errlen);
+	if (rc < 0)
+		goto out_close;
 	rc = qcow_open(&oo, &dst, err, errlen);
 	if (rc < 0)
 		goto out_unlink;
-	buf = malloc(COPY_CHUNK);
+	buf = malloc(MANAGE_COPY_CHUNK_BYTES);
 	if (!buf) {
 		rc = fail(err, errlen, -ENOMEM, "out of memory");
 		qcow_abandon(dst);
 		goto out_unlink;
 	}
-	pthread_mutex_lock(&e->lock);
-	while (off < e->size && rc == 0) {
+	/* A private image: nobody else calls into it, so its lock is not needed. */
+	while (off < size && rc == 0) {
 		struct qcow_extent x;
-		uint64_t n = e->size - off < COPY_CHUNK ? e->size - off : COPY_CHUNK;
+		uint64_t n =
+		    size - off < MANAGE_COPY_CHUNK_BYTES ? size - off : MANAGE_COPY_CHUNK_BYTES;
 
-		rc = qcow_block_status(e->img, off, n, &x);
+		rc = qcow_block_status(src.img, off, n, &x);
 		if (rc < 0)
 			break;
 		n = x.length < n ? x.length : n;
 		if (!(x.flags & QCOW_EXTENT_ZERO) && x.depth >= 0) {
-			rc = qcow_read(e->img, buf, off, n);
+			rc = qcow_read(src.img, buf, off, n);
 			if (rc == 0)
 				rc = qcow_write(dst, buf, off, n);
 		}
 		off += n;
 	}
-	pthread_mutex_unlock(&e->lock);
 	free(buf);
 	if (rc < 0) {
 		snprintf(err, errlen, "copying the snapshot failed: %s", strerror(-rc));
@@ -192,356 +270,378 @@ static int copy_view(struct export_image *e, const char *path, char *err, size_t
 		snprintf(err, errlen, "writing the base image failed: %s", strerror(-rc));
 		goto out_unlink;
 	}
+	store_snapshot_close(vol, snap, &src);
 	return 0;
+
 out_unlink:
 	unlink(path);
+out_close:
+	store_snapshot_close(vol, snap, &src);
 	return rc;
 }
 
-int manage_clone(struct store *st, const char *from, const char *name, char *err, size_t errlen)
+/*
+ * What the store knows of snapshot SNAP of VOL: its id (into ID, IDLEN
+ * bytes), time and stored bytes if counted.  -ENOENT, -ENOMEM.
+ */
+static int find_snapshot(struct volume *vol, const char *snap, char *id, size_t idlen,
+                         struct store_snapshot *out)
 {
-	char vname[STORE_NAME_MAX + 1], base[PATH_MAX + 300], base_tmp[PATH_MAX + 320];
-	char backing[PATH_MAX + 300], tmp[PATH_MAX + 32], final[PATH_MAX + 32];
-	const char *at = strchr(from, '@');
-	struct qcow_snapshot_info si;
-	struct export_image *view = NULL;
+	struct store_info info;
+	int rc = -ENOENT;
+
+	if (store_info(vol, true, &info) < 0)
+		return -ENOMEM;
+	for (size_t i = 0; i < info.n_snapshots && rc < 0; i++)
+		if (strcmp(info.snapshots[i].name, snap) == 0) {
+			*out = info.snapshots[i];
+			snprintf(id, idlen, "%s", out->id);
+			out->name = NULL;
+			out->id = id;
+			rc = 0;
+		}
+	store_info_free(&info);
+	return rc;
+}
+
+int manage_clone(struct manager *m, const char *from, const char *name, char *err, size_t errlen)
+{
+	char vname[STORE_NAME_MAX + 1], base[PATH_MAX + 600], tmp[PATH_MAX + 64];
+	char backing[PATH_MAX + 600], id[128];
+	const char *at = strchr(from, '@'), *snap;
+	const char *bases = store_bases_dir(m->st);
+	struct store_snapshot si;
 	struct volume *vol;
 	struct stat sb;
-	uint32_t n;
 	int rc;
 
-	if (!store_valid_name(name, strlen(name)))
+	if (!blockd_name_valid(name, strlen(name)))
 		return fail(err, errlen, -EINVAL, "invalid volume name");
 	if (!at || (size_t)(at - from) > STORE_NAME_MAX ||
-	    !store_valid_name(from, (size_t)(at - from)) ||
-	    !store_valid_name(at + 1, strlen(at + 1)))
+	    !blockd_name_valid(from, (size_t)(at - from)) ||
+	    !blockd_name_valid(at + 1, strlen(at + 1)))
 		return fail(err, errlen, -EINVAL, "\"from\" must be VOLUME@SNAPSHOT");
 	memcpy(vname, from, (size_t)(at - from));
 	vname[at - from] = '\0';
-	snprintf(final, sizeof(final), "%s/%s.qcow2", st->volumes_dir, name);
-	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", st->volumes_dir, name);
-	if (get_volume(st, name) || stat(final, &sb) == 0)
-		return fail(err, errlen, -EEXIST, "volume %s already exists", name);
-	vol = get_volume(st, vname);
-	if (!vol)
-		return fail(err, errlen, -ENOENT, "no volume %s", vname);
-	/* The snapshot's identity: its id and time, so a re-made name never reuses a base. */
-	pthread_mutex_lock(&vol->main.lock);
-	n = qcow_snapshot_count(vol->main.img);
-	rc = -ENOENT;
-	for (uint32_t i = 0; i < n && rc < 0; i++)
-		if (qcow_snapshot_get(vol->main.img, i, &si) == 0 && strcmp(si.name, at + 1) == 0)
-			rc = 0;
-	pthread_mutex_unlock(&vol->main.lock);
+	snap = at + 1;
+	pthread_mutex_lock(&m->lock);
+	if (volume_exists(m, name)) {
+		rc = fail(err, errlen, -EEXIST, "volume %s already exists", name);
+		goto out_unlock;
+	}
+	rc = get_volume(m, vname, &vol, NULL, err, errlen);
 	if (rc < 0)
-		return fail(err, errlen, -ENOENT, "volume %s has no snapshot %s", vname, at + 1);
-	snprintf(base, sizeof(base), "%s/%s@%s-%s-%llu.%u.qcow2", st->bases_dir, vname, at + 1,
-	         si.id, (unsigned long long)si.date_sec, si.date_nsec);
+		goto out_unlock;
+	/* The snapshot's identity: its id and time, so a re-made name never reuses a base. */
+	rc = find_snapshot(vol, snap, id, sizeof(id), &si);
+	if (rc < 0) {
+		fail(err, errlen, rc, "volume %s has no snapshot %s", vname, snap);
+		goto out_put;
+	}
+	snprintf(base, sizeof(base), "%s/%s@%s-%s-%llu.%u.qcow2", bases, vname, snap, si.id,
+	         (unsigned long long)si.date_sec, si.date_nsec);
 	if (stat(base, &sb) < 0) {
-		pthread_mutex_lock(&st->lock);
-		for (struct snap_view *sv = vol->views; sv; sv = sv->next)
-			if (strcmp(sv->name, at + 1) == 0)
-				view = &sv->e;
-		pthread_mutex_unlock(&st->lock);
-		if (!view) {
-			struct proto_export info;
-
-			/* Opens the view (a lookup by a local peer attaches nothing). */
-			if (store_lookup(st, from, "local", &info) < 0)
-				return fail(err, errlen, -ENOENT, "cannot open %s", from);
-			pthread_mutex_lock(&st->lock);
-			for (struct snap_view *sv = vol->views; sv; sv = sv->next)
-				if (strcmp(sv->name, at + 1) == 0)
-					view = &sv->e;
-			pthread_mutex_unlock(&st->lock);
-			if (!view)
-				return fail(err, errlen, -ENOENT, "cannot open %s", from);
+		snprintf(tmp, sizeof(tmp), "%s/.base-%u.tmp", bases,
+		         atomic_fetch_add(&m->copies, 1));
+		/* The copy may take long: other changes go on; the claim keeps the snapshot. */
+		pthread_mutex_unlock(&m->lock);
+		rc = copy_snapshot(vol, snap, tmp, err, errlen);
+		pthread_mutex_lock(&m->lock);
+		if (rc < 0)
+			goto out_put;
+		if (stat(base, &sb) == 0) { /* another clone made it meanwhile */
+			unlink(tmp);
+		} else {
+			rc = publish(tmp, base, bases, err, errlen);
+			if (rc < 0)
+				goto out_put;
+			log_info("base %s: made from %s", base, from);
 		}
-		snprintf(base_tmp, sizeof(base_tmp), "%s/.base.tmp", st->bases_dir);
-		unlink(base_tmp);
-		rc = copy_view(view, base_tmp, err, errlen);
-		if (rc < 0)
-			return rc;
-		rc = publish(base_tmp, base, st->bases_dir, err, errlen);
-		if (rc < 0)
-			return rc;
-		log_info("base %s: made from %s", base, from);
+		if (volume_exists(m, name)) {
+			rc = fail(err, errlen, -EEXIST, "volume %s already exists", name);
+			goto out_put;
+		}
 	}
 	/* Relative to the volume's folder, as qemu resolves it: the data directory can move. */
 	snprintf(backing, sizeof(backing), "../bases/%s", strrchr(base, '/') + 1);
-	unlink(tmp);
-	rc = create_image(tmp, 0, backing, err, errlen);
-	if (rc < 0)
-		return rc;
-	rc = publish(tmp, final, st->volumes_dir, err, errlen);
-	if (rc < 0)
-		return rc;
-	log_info("volume %s: cloned from %s", name, from);
-	return adopt(st, name, err, errlen);
-}
-
-/* The real path of a volume's backing file if it is one of our bases, else "". */
-static void base_of(struct store *st, struct volume *vol, char out[PATH_MAX])
-{
-	char bases[PATH_MAX], *slash;
-	struct qcow_info info;
-
-	out[0] = '\0';
-	qcow_get_info(vol->main.img, &info);
-	if (!info.backing_path[0] || !realpath(info.backing_path, out) ||
-	    !realpath(st->bases_dir, bases))
-		out[0] = '\0';
-	slash = strrchr(out, '/');
-	if (!slash || (size_t)(slash - out) != strlen(bases) ||
-	    strncmp(out, bases, strlen(bases)) != 0)
-		out[0] = '\0';
-}
-
-/* Removes a base no volume uses any more. */
-static void collect_base(struct store *st, const char *candidate)
-{
-	char other[PATH_MAX];
-	bool used = false;
-
-	pthread_mutex_lock(&st->lock);
-	for (struct volume *v = st->volumes; v && !used; v = v->next) {
-		base_of(st, v, other);
-		used = strcmp(other, candidate) == 0;
-	}
-	pthread_mutex_unlock(&st->lock);
-	if (!used && unlink(candidate) == 0) {
-		sync_dir(st->bases_dir);
-		log_info("base %s: removed, no volume uses it", candidate);
-	}
-}
-
-int manage_delete(struct store *st, const char *name, char *err, size_t errlen)
-{
-	char backing[PATH_MAX];
-	struct volume *vol = get_volume(st, name), **pp;
-	int rc;
-
-	if (!vol)
-		return fail(err, errlen, -ENOENT, "no volume %s", name);
-	pthread_mutex_lock(&st->lock);
-	if (vol->attachments || vol->busy) {
-		pthread_mutex_unlock(&st->lock);
-		return fail(err, errlen, -EBUSY, "volume %s is attached (%s); detach it first",
-		            name, vol->attachments ? vol->attachments->peer : "being opened");
-	}
-	for (pp = &st->volumes; *pp != vol; pp = &(*pp)->next)
-		;
-	*pp = vol->next;
-	st->n_volumes--;
-	pthread_mutex_unlock(&st->lock);
-
-	base_of(st, vol, backing);
-	rc = unlink(vol->path) < 0 ? -errno : 0;
+	rc = make_volume(m, name, 0, backing, err, errlen);
 	if (rc == 0)
-		rc = sync_dir(st->volumes_dir);
-	if (rc < 0) {
-		pthread_mutex_lock(&st->lock);
-		link_volume(st, vol);
-		pthread_mutex_unlock(&st->lock);
-		return fail(err, errlen, rc, "cannot remove %s: %s", vol->path, strerror(-rc));
-	}
-	/* The file is gone: closing writes nothing anyone will read; just let go. */
-	while (vol->views) {
-		struct snap_view *sv = vol->views;
-
-		vol->views = sv->next;
-		qcow_abandon(sv->e.img);
-		free(sv);
-	}
-	qcow_abandon(vol->main.img);
-	close(vol->main.fd);
-	free_volume(vol);
-	log_info("volume %s: deleted", name);
-	if (backing[0])
-		collect_base(st, backing);
-	return 0;
+		log_info("volume %s: cloned from %s", name, from);
+out_put:
+	store_put(vol);
+out_unlock:
+	pthread_mutex_unlock(&m->lock);
+	return rc;
 }
 
-int manage_resize(struct store *st, const char *name, uint64_t size, char *err, size_t errlen)
+/* Removes base BASE if no volume uses it any more (manager lock held). */
+static void collect_base(struct manager *m, const char *base)
 {
-	struct volume *vol = get_volume(st, name);
-	bool attached;
+	if (!base[0] || store_base_used(m->st, base) || unlink(base) < 0)
+		return;
+	sync_dir(store_bases_dir(m->st));
+	log_info("base %s: removed, no volume uses it", base);
+}
+
+int manage_delete(struct manager *m, const char *name, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 32], base[PATH_MAX];
+	struct volume *vol;
 	int rc;
 
-	if (!vol)
-		return fail(err, errlen, -ENOENT, "no volume %s", name);
+	pthread_mutex_lock(&m->lock);
+	rc = get_volume(m, name, &vol, NULL, err, errlen);
+	if (rc < 0)
+		goto out_unlock;
+	rc = store_remove(m->st, vol, err, errlen);
+	if (rc < 0)
+		goto out_put;
+	snprintf(base, sizeof(base), "%s", volume_base(vol));
+	volume_path(m, name, path, sizeof(path));
+	/* A file already removed by hand is what the caller wants too. */
+	rc = unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+	if (rc == 0)
+		rc = sync_dir(store_volumes_dir(m->st));
+	if (rc < 0) {
+		store_restore_link(m->st, vol);
+		fail(err, errlen, rc, "cannot remove %s: %s", path, strerror(-rc));
+		goto out_put;
+	}
+	store_removed(vol);
+	log_info("volume %s: deleted", name);
+	collect_base(m, base);
+out_put:
+	store_put(vol);
+out_unlock:
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+int manage_resize(struct manager *m, const char *name, uint64_t size, char *err, size_t errlen)
+{
+	char who[STORE_HOLDER_MAX];
+	struct volume *vol;
+	struct image *im;
+	int rc;
+
 	if (size == 0 || size > MANAGE_MAX_VOLUME_BYTES)
 		return fail(err, errlen, -EINVAL, "size must be between 1 byte and %llu bytes",
 		            (unsigned long long)MANAGE_MAX_VOLUME_BYTES);
-	pthread_mutex_lock(&st->lock);
-	attached = vol->attachments != NULL;
-	pthread_mutex_unlock(&st->lock);
-	pthread_mutex_lock(&vol->main.lock);
-	if (size < vol->main.size && (attached || vol->n_snaps > 0)) {
-		pthread_mutex_unlock(&vol->main.lock);
-		return fail(err, errlen, -EBUSY,
-		            "shrinking needs a detached volume without snapshots");
-	}
-	export_quiesce(&vol->main);
-	rc = qcow_resize(vol->main.img, size);
-	if (rc == 0)
-		rc = qcow_flush(vol->main.img);
-	if (rc == 0) {
-		struct qcow_info info;
-
-		qcow_get_info(vol->main.img, &info);
-		vol->main.size = info.size_bytes;
-	}
+	pthread_mutex_lock(&m->lock);
+	rc = get_volume(m, name, &vol, &im, err, errlen);
 	if (rc < 0)
-		snprintf(err, errlen, "%s", qcow_last_error(vol->main.img));
-	pthread_mutex_unlock(&vol->main.lock);
+		goto out_unlock;
+	pthread_mutex_lock(&im->lock);
+	if (size < atomic_load(&im->size) &&
+	    (store_attached(vol, who, sizeof(who)) || qcow_snapshot_count(im->img) > 0)) {
+		rc = fail(err, errlen, -EBUSY,
+		          "shrinking needs a detached volume without snapshots");
+	} else {
+		image_quiesce(im);
+		rc = qcow_resize(im->img, size);
+		if (rc == 0)
+			rc = qcow_flush(im->img);
+		if (rc == 0) {
+			struct qcow_info info;
+
+			qcow_get_info(im->img, &info);
+			atomic_store(&im->size, info.size_bytes);
+		} else {
+			snprintf(err, errlen, "%s", qcow_last_error(im->img));
+		}
+	}
+	pthread_mutex_unlock(&im->lock);
+	store_put(vol);
+out_unlock:
+	pthread_mutex_unlock(&m->lock);
 	if (rc == 0)
 		log_info("volume %s: resized to %llu bytes", name, (unsigned long long)size);
 	return rc;
 }
 
-/* Re-reads the snapshot names after a change (both locks taken here). */
-static void refresh_snapshots(struct store *st, struct volume *vol)
-{
-	pthread_mutex_lock(&st->lock);
-	pthread_mutex_lock(&vol->main.lock);
-	if (load_snap_names(vol) < 0)
-		log_error("volume %s: out of memory listing snapshots", vol->name);
-	pthread_mutex_unlock(&vol->main.lock);
-	pthread_mutex_unlock(&st->lock);
-}
-
-static bool snapshot_exists(struct volume *vol, const char *snap)
+static bool snapshot_exists(struct qcow_image *img, const char *snap)
 {
 	struct qcow_snapshot_info si;
-	uint32_t n = qcow_snapshot_count(vol->main.img);
+	uint32_t n = qcow_snapshot_count(img);
 
 	for (uint32_t i = 0; i < n; i++)
-		if (qcow_snapshot_get(vol->main.img, i, &si) == 0 && strcmp(si.name, snap) == 0)
+		if (qcow_snapshot_get(img, i, &si) == 0 && strcmp(si.name, snap) == 0)
 			return true;
 	return false;
 }
 
-int manage_snapshot_create(struct store *st, const char *name, const char *snap, char *err,
+int manage_snapshot_create(struct manager *m, const char *name, const char *snap, char *err,
                            size_t errlen)
 {
-	struct volume *vol = get_volume(st, name);
+	struct volume *vol;
+	struct image *im;
 	int rc;
 
-	if (!vol)
-		return fail(err, errlen, -ENOENT, "no volume %s", name);
-	if (!store_valid_name(snap, strlen(snap)))
+	if (!blockd_name_valid(snap, strlen(snap)))
 		return fail(err, errlen, -EINVAL, "invalid snapshot name");
-	pthread_mutex_lock(&vol->main.lock);
-	if (snapshot_exists(vol, snap)) {
-		pthread_mutex_unlock(&vol->main.lock);
-		return fail(err, errlen, -EEXIST, "volume %s already has a snapshot %s", name,
-		            snap);
+	pthread_mutex_lock(&m->lock);
+	rc = get_volume(m, name, &vol, &im, err, errlen);
+	if (rc < 0)
+		goto out_unlock;
+	pthread_mutex_lock(&im->lock);
+	if (snapshot_exists(im->img, snap)) {
+		rc = fail(err, errlen, -EEXIST, "volume %s already has a snapshot %s", name, snap);
+	} else {
+		/*
+		 * Every acknowledged write has completed: the ones the rings
+		 * carried out are drained here, the pool's finished under this
+		 * lock.  New requests wait for the lock (or go to the pool), so
+		 * the snapshot holds exactly what was acknowledged before it.
+		 */
+		image_quiesce(im);
+		rc = qcow_snapshot_create(im->img, snap);
+		if (rc < 0)
+			snprintf(err, errlen, "%s", qcow_last_error(im->img));
+		else
+			store_snapshots_changed(vol);
 	}
-	/*
-	 * Every acknowledged write has completed: the ones the ring carried out
-	 * are drained here, the pool's finished under this lock.  New requests
-	 * wait for the lock (or go to the pool), so the snapshot holds exactly
-	 * what was acknowledged before it.
-	 */
-	export_quiesce(&vol->main);
-	rc = qcow_snapshot_create(vol->main.img, snap);
-	if (rc < 0)
-		snprintf(err, errlen, "%s", qcow_last_error(vol->main.img));
-	pthread_mutex_unlock(&vol->main.lock);
-	if (rc < 0)
-		return rc;
-	refresh_snapshots(st, vol);
-	log_info("volume %s: snapshot %s taken", name, snap);
-	return 0;
+	pthread_mutex_unlock(&im->lock);
+	store_put(vol);
+out_unlock:
+	pthread_mutex_unlock(&m->lock);
+	if (rc == 0)
+		log_info("volume %s: snapshot %s taken", name, snap);
+	return rc;
 }
 
-int manage_snapshot_delete(struct store *st, const char *name, const char *snap, char *err,
+int manage_snapshot_delete(struct manager *m, const char *name, const char *snap, char *err,
                            size_t errlen)
 {
-	struct volume *vol = get_volume(st, name);
-	struct snap_view **pp, *sv = NULL;
+	char who[STORE_NAME_MAX + 64];
+	struct volume *vol;
+	struct image *im;
 	int rc;
 
-	if (!vol)
-		return fail(err, errlen, -ENOENT, "no volume %s", name);
-	pthread_mutex_lock(&st->lock);
-	for (pp = &vol->views; *pp; pp = &(*pp)->next)
-		if (strcmp((*pp)->name, snap) == 0)
-			break;
-	if (*pp) {
-		for (struct attachment *a = vol->attachments; a; a = a->next)
-			if (a->e == &(*pp)->e) {
-				pthread_mutex_unlock(&st->lock);
-				return fail(err, errlen, -EBUSY,
-				            "snapshot %s@%s is attached by %s; detach it first",
-				            name, snap, a->peer);
-			}
-		if (vol->busy) {
-			pthread_mutex_unlock(&st->lock);
-			return fail(err, errlen, -EBUSY, "snapshot %s@%s is being opened", name,
-			            snap);
-		}
-		sv = *pp;
-		*pp = sv->next;
-	}
-	pthread_mutex_unlock(&st->lock);
-	if (sv) {
-		image_close(&sv->e, vol->name);
-		free(sv);
-	}
-	pthread_mutex_lock(&vol->main.lock);
-	if (!snapshot_exists(vol, snap)) {
-		pthread_mutex_unlock(&vol->main.lock);
-		return fail(err, errlen, -ENOENT, "volume %s has no snapshot %s", name, snap);
-	}
-	export_quiesce(&vol->main);
-	rc = qcow_snapshot_delete(vol->main.img, snap);
+	pthread_mutex_lock(&m->lock);
+	rc = get_volume(m, name, &vol, &im, err, errlen);
 	if (rc < 0)
-		snprintf(err, errlen, "%s", qcow_last_error(vol->main.img));
-	pthread_mutex_unlock(&vol->main.lock);
-	if (rc < 0)
-		return rc;
-	refresh_snapshots(st, vol);
-	log_info("volume %s: snapshot %s deleted", name, snap);
-	return 0;
-}
-
-int manage_snapshot_restore(struct store *st, const char *name, const char *snap, char *err,
-                            size_t errlen)
-{
-	struct volume *vol = get_volume(st, name);
-	bool writer;
-	int rc;
-
-	if (!vol)
-		return fail(err, errlen, -ENOENT, "no volume %s", name);
-	/* st->lock held across the revert: no writer can attach meanwhile. */
-	pthread_mutex_lock(&st->lock);
-	writer = volume_has_writer(vol);
-	if (writer) {
-		pthread_mutex_unlock(&st->lock);
-		return fail(err, errlen, -EBUSY,
-		            "volume %s is attached read-write; detach it before restoring", name);
+		goto out_unlock;
+	rc = store_release_view(vol, snap, who, sizeof(who));
+	if (rc < 0) {
+		fail(err, errlen, rc, "snapshot %s@%s is in use (%s); detach it first", name, snap,
+		     who);
+		goto out_put;
 	}
-	pthread_mutex_lock(&vol->main.lock);
-	if (!snapshot_exists(vol, snap)) {
+	pthread_mutex_lock(&im->lock);
+	if (!snapshot_exists(im->img, snap)) {
 		rc = fail(err, errlen, -ENOENT, "volume %s has no snapshot %s", name, snap);
 	} else {
-		export_quiesce(&vol->main);
-		rc = qcow_snapshot_revert(vol->main.img, snap);
+		image_quiesce(im);
+		rc = qcow_snapshot_delete(im->img, snap);
+		if (rc < 0)
+			snprintf(err, errlen, "%s", qcow_last_error(im->img));
+		else
+			store_snapshots_changed(vol);
+	}
+	pthread_mutex_unlock(&im->lock);
+out_put:
+	store_put(vol);
+out_unlock:
+	pthread_mutex_unlock(&m->lock);
+	if (rc == 0)
+		log_info("volume %s: snapshot %s deleted", name, snap);
+	return rc;
+}
+
+int manage_snapshot_restore(struct manager *m, const char *name, const char *snap, char *err,
+                            size_t errlen)
+{
+	char who[STORE_HOLDER_MAX];
+	struct volume *vol;
+	struct image *im;
+	int rc;
+
+	pthread_mutex_lock(&m->lock);
+	rc = get_volume(m, name, &vol, &im, err, errlen);
+	if (rc < 0)
+		goto out_unlock;
+	/*
+	 * A writer that attaches after this check finds the lock held below:
+	 * each of its requests comes after the revert.
+	 */
+	if (store_has_writer(vol, who, sizeof(who))) {
+		rc = fail(err, errlen, -EBUSY,
+		          "volume %s is attached read-write by %s; detach it before restoring",
+		          name, who);
+		goto out_put;
+	}
+	pthread_mutex_lock(&im->lock);
+	if (!snapshot_exists(im->img, snap)) {
+		rc = fail(err, errlen, -ENOENT, "volume %s has no snapshot %s", name, snap);
+	} else {
+		image_quiesce(im);
+		rc = qcow_snapshot_revert(im->img, snap);
 		if (rc < 0) {
-			snprintf(err, errlen, "%s", qcow_last_error(vol->main.img));
+			snprintf(err, errlen, "%s", qcow_last_error(im->img));
 		} else {
 			struct qcow_info info;
 
-			qcow_get_info(vol->main.img, &info);
-			vol->main.size = info.size_bytes;
+			qcow_get_info(im->img, &info);
+			atomic_store(&im->size, info.size_bytes);
 		}
 	}
-	pthread_mutex_unlock(&vol->main.lock);
-	pthread_mutex_unlock(&st->lock);
+	pthread_mutex_unlock(&im->lock);
+out_put:
+	store_put(vol);
+out_unlock:
+	pthread_mutex_unlock(&m->lock);
 	if (rc == 0)
 		log_info("volume %s: restored to snapshot %s", name, snap);
 	return rc;
+}
+
+int manage_snapshot_stored(struct manager *m, const char *name, const char *snap, uint64_t *out,
+                           char *err, size_t errlen)
+{
+	struct store_snapshot si;
+	struct volume *vol;
+	struct image im;
+	char id[128];
+	int rc;
+
+	rc = get_volume(m, name, &vol, NULL, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = find_snapshot(vol, snap, id, sizeof(id), &si);
+	if (rc < 0) {
+		fail(err, errlen, rc, "no snapshot %s@%s", name, snap);
+		goto out_put;
+	}
+	if (si.stored_known) {
+		*out = si.stored;
+		goto out_put;
+	}
+	/*
+	 * Counted through an image opened for this alone, with a small cache,
+	 * and closed again: looking at snapshots (blockfs's ls -l) neither keeps
+	 * a view per snapshot nor holds up the clients of a served one.
+	 */
+	rc = store_snapshot_open(vol, snap, MANAGE_COUNT_CACHE_BYTES, &im, err, errlen);
+	if (rc < 0)
+		goto out_put;
+	rc = qcow_stored_bytes(im.img, out);
+	if (rc < 0)
+		fail(err, errlen, rc, "snapshot %s@%s cannot be read: %s", name, snap,
+		     qcow_last_error(im.img));
+	else
+		store_snapshot_stored(vol, id, *out);
+	store_snapshot_close(vol, snap, &im);
+out_put:
+	store_put(vol);
+	return rc;
+}
+
+int manage_rescan(struct manager *m)
+{
+	int added;
+
+	pthread_mutex_lock(&m->lock);
+	added = store_rescan(m->st);
+	pthread_mutex_unlock(&m->lock);
+	return added;
 }

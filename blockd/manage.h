@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * manage.h - changes the control API makes to the store.  Called from the
- * control thread only (one call at a time); safe while the event loops
- * serve.  Each returns 0 or a negative errno with a one-line message in
- * err: -EINVAL bad input, -ENOENT missing, -EEXIST duplicate, -EBUSY in
- * use (attached), anything else a failure.
+ * manage.h - the changes the control API and SIGHUP make to the store.
+ * Thread-safe: changes are serialised by the manager's lock, which only
+ * control threads and the signal thread take (never an event loop or a
+ * pool thread); reads of the store need none of this.  Each call returns 0
+ * or a negative errno with a one-line message in err: -EINVAL bad input,
+ * -ENOENT missing, -EEXIST duplicate, -EBUSY in use (attached), anything
+ * else a failure.
  */
 #ifndef BLOCKD_MANAGE_H
 #define BLOCKD_MANAGE_H
@@ -14,18 +16,29 @@
 
 #include "store.h"
 
-/* Largest volume: 1 PiB, far past any disk and inside the L1 table cap of 64 KiB clusters. */
-#define MANAGE_MAX_VOLUME_BYTES (1ull << 50)
+struct manager;
 
-int manage_create(struct store *st, const char *name, uint64_t size, char *err, size_t errlen);
-int manage_clone(struct store *st, const char *from, const char *name, char *err, size_t errlen);
-int manage_delete(struct store *st, const char *name, char *err, size_t errlen);
-int manage_resize(struct store *st, const char *name, uint64_t size, char *err, size_t errlen);
-int manage_snapshot_create(struct store *st, const char *name, const char *snap, char *err,
+int manage_new(struct store *st, struct manager **out);
+void manage_free(struct manager *m);
+
+int manage_create(struct manager *m, const char *name, uint64_t size, char *err, size_t errlen);
+int manage_clone(struct manager *m, const char *from, const char *name, char *err, size_t errlen);
+int manage_delete(struct manager *m, const char *name, char *err, size_t errlen);
+int manage_resize(struct manager *m, const char *name, uint64_t size, char *err, size_t errlen);
+int manage_snapshot_create(struct manager *m, const char *name, const char *snap, char *err,
                            size_t errlen);
-int manage_snapshot_delete(struct store *st, const char *name, const char *snap, char *err,
+int manage_snapshot_delete(struct manager *m, const char *name, const char *snap, char *err,
                            size_t errlen);
-int manage_snapshot_restore(struct store *st, const char *name, const char *snap, char *err,
+int manage_snapshot_restore(struct manager *m, const char *name, const char *snap, char *err,
                             size_t errlen);
+/*
+ * The bytes snapshot SNAP of NAME holds in its file (qcow_stored_bytes()),
+ * counted once through a private image and remembered.  Not serialised
+ * with the changes: it only keeps the snapshot from being deleted meanwhile.
+ */
+int manage_snapshot_stored(struct manager *m, const char *name, const char *snap, uint64_t *out,
+                           char *err, size_t errlen);
+/* SIGHUP: see store_rescan(); returns how many volumes were added. */
+int manage_rescan(struct manager *m);
 
 #endif

@@ -1,8 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * store.c - volumes of a data directory, their snapshot views and who
- * writes them.  One mutex (st->lock) guards the lists and attachments; the
- * images themselves are guarded by their export_image locks.
+ * store.c - the registry of volumes, their snapshot views and who is
+ * attached to them.
+ *
+ * st->lock guards the registry: the list of volumes and, of each volume,
+ * its snapshot list, views and attachments (CONCURRENCY.md has the whole
+ * table).  It is held only to look at and change those lists: never across
+ * I/O, never while waiting for anything, and nothing else is taken under
+ * it; so the event loops may take it.  Work that needs the disk (opening a
+ * view, freeing a volume, reading the snapshot list of an image) runs
+ * without it and publishes its result under it.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -11,29 +18,79 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "fileio.h"
+#include "daemon_limits.h"
 #include "log.h"
 #include "qcow.h"
 #include "store.h"
-#include "store_internal.h"
 
 const unsigned stats_bucket_us[STATS_BUCKETS - 1] = {
     50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 1000000,
 };
 
-void export_quiesce(struct export_image *e)
-{
-	while (atomic_load(&e->fast_inflight) > 0) {
-		struct timespec ts = {0, 20000};
+/*
+ * A snapshot in use: an open view that clients read through, or just a
+ * claim (users) that keeps the snapshot from being deleted while it is
+ * opened, copied or counted.
+ */
+struct view {
+	char name[STORE_NAME_MAX + 1];
+	bool open;      /* im is open */
+	unsigned users; /* attachments, pending opens, private readers */
+	struct image im;
+	struct view *next;
+};
 
-		nanosleep(&ts, NULL);
-	}
-}
+/* Connections of one holder to one target of a volume. */
+struct attachment {
+	struct volume *vol;
+	struct view *view; /* NULL for the volume itself */
+	struct image *im;
+	enum store_access access;
+	char holder[STORE_HOLDER_MAX];
+	unsigned connections;
+	time_t since; /* wall clock, for the API */
+	struct attachment *next;
+};
+
+struct volume {
+	struct store *st;
+	char name[STORE_NAME_MAX + 1];
+	char path[PATH_MAX];
+	atomic_uint refs;
+	atomic_bool gone; /* out of the registry for good: connections are cut */
+	bool file_gone;   /* its file was removed: freeing writes nothing */
+	char *error;      /* NULL when served, else why it is not (constant) */
+	int fd;
+	dev_t dev;
+	ino_t ino;
+	struct image main;
+	char backing[PATH_MAX]; /* real path of its backing file, or "" (constant) */
+	char base[PATH_MAX];    /* the same when it is one of DIR/bases, else "" (constant) */
+	/* Guarded by st->lock: */
+	struct store_snapshot *snaps;
+	uint32_t n_snaps;
+	struct view *views;
+	struct attachment *attachments;
+	struct volume *next;
+	/* Atomics: */
+	struct volume_stats stats;
+	struct exec_job free_job;
+};
+
+struct store {
+	pthread_mutex_t lock;
+	char data_dir[PATH_MAX];
+	char volumes_dir[PATH_MAX];
+	char bases_dir[PATH_MAX];
+	uint64_t cache_bytes;
+	struct exec *exec;
+	struct exec_queue free_queue;
+	struct volume *volumes; /* guarded by lock */
+};
 
 int sync_dir(const char *path)
 {
@@ -47,85 +104,113 @@ int sync_dir(const char *path)
 	return rc;
 }
 
-bool store_valid_name(const char *name, size_t len)
+const char *store_volumes_dir(const struct store *st)
 {
-	return blockd_name_valid(name, len);
+	return st->volumes_dir;
 }
 
-static int image_open(struct export_image *e, const char *path, int fd, const char *snapshot,
-                      uint64_t cache_bytes, char *err, size_t errlen)
+const char *store_bases_dir(const struct store *st)
 {
-	struct qcow_open_opts opts = {
-	    .path = path,
-	    .ops = &fileio_ops,
-	    .flags = snapshot ? 0 : QCOW_OPEN_RDWR,
-	    .l2_cache_bytes = cache_bytes,
-	    .snapshot = snapshot,
-	};
-	struct qcow_info info;
-	int rc;
+	return st->bases_dir;
+}
 
-	rc = fileio_open(fd, &opts.ctx, &e->dfd);
-	if (rc < 0) {
-		snprintf(err, errlen, "%s: %s", path, strerror(-rc));
-		return rc;
+/* ------------------------------------------------------------ snapshots */
+
+static void free_snaps(struct store_snapshot *s, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		free(s[i].name);
+		free(s[i].id);
 	}
-	rc = qcow_open(&opts, &e->img, err, errlen);
-	if (rc < 0) {
-		fileio_ops.close(opts.ctx);
-		return rc;
-	}
-	qcow_get_info(e->img, &info);
-	pthread_mutex_init(&e->lock, NULL);
-	e->fd = fd;
-	e->read_only = snapshot != NULL;
-	e->has_backing = qcow_backing(e->img) != NULL;
-	e->size = info.size_bytes;
-	atomic_init(&e->fast_inflight, 0);
-	return 0;
+	free(s);
 }
 
-int image_close(struct export_image *e, const char *what)
+/* The snapshot list of IMG (its lock held), keeping counts already known in OLD. */
+static int read_snaps(struct qcow_image *img, const struct store_snapshot *old, uint32_t n_old,
+                      struct store_snapshot **out, uint32_t *n_out)
 {
-	int rc = qcow_close(e->img);
-
-	if (rc < 0)
-		log_error("%s: closing failed: %s", what, strerror(-rc));
-	pthread_mutex_destroy(&e->lock);
-	return rc;
-}
-
-/* Reads the snapshot names of vol's image (caller holds nothing else on it). */
-int load_snap_names(struct volume *vol)
-{
-	uint32_t n = qcow_snapshot_count(vol->main.img), kept = 0;
+	uint32_t n = qcow_snapshot_count(img), kept = 0;
 	struct qcow_snapshot_info si;
+	struct store_snapshot *s = n ? calloc(n, sizeof(*s)) : NULL;
 
-	free(vol->snap_names);
-	vol->snap_names = NULL;
-	vol->n_snaps = 0;
-	if (n == 0)
-		return 0;
-	vol->snap_names = calloc(n, sizeof(*vol->snap_names));
-	if (!vol->snap_names)
+	if (n && !s)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++) {
-		if (qcow_snapshot_get(vol->main.img, i, &si) < 0)
+		struct store_snapshot *e = &s[kept];
+
+		if (qcow_snapshot_get(img, i, &si) < 0)
 			continue;
-		if (!store_valid_name(si.name, strlen(si.name))) {
-			log_warn(
-			    "volume %s: snapshot name \"%.64s\" is not a valid export name; not "
-			    "served",
-			    vol->name, si.name);
-			continue;
+		e->name = strdup(si.name);
+		e->id = strdup(si.id);
+		if (!e->name || !e->id) {
+			free(e->name);
+			free(e->id);
+			free_snaps(s, kept);
+			return -ENOMEM;
 		}
-		strcpy(vol->snap_names[kept++], si.name);
+		e->date_sec = si.date_sec;
+		e->date_nsec = si.date_nsec;
+		e->disk_size = si.disk_size_bytes;
+		for (uint32_t j = 0; j < n_old; j++)
+			if (strcmp(old[j].id, e->id) == 0 && old[j].date_sec == e->date_sec &&
+			    old[j].date_nsec == e->date_nsec && old[j].stored_known) {
+				e->stored_known = true;
+				e->stored = old[j].stored;
+			}
+		kept++;
 	}
-	vol->n_snaps = kept;
+	*out = s;
+	*n_out = kept;
 	return 0;
 }
 
-struct volume *find_volume(struct store *st, const char *name, size_t len)
+/* A snapshot NAME clients may use (a valid export name); st->lock held. */
+static bool has_snapshot(const struct volume *vol, const char *name, size_t len)
+{
+	if (!blockd_name_valid(name, len))
+		return false;
+	for (uint32_t i = 0; i < vol->n_snaps; i++)
+		if (strlen(vol->snaps[i].name) == len && memcmp(vol->snaps[i].name, name, len) == 0)
+			return true;
+	return false;
+}
+
+void store_snapshots_changed(struct volume *vol)
+{
+	struct store *st = vol->st;
+	struct store_snapshot *s, *old;
+	uint32_t n, n_old;
+
+	pthread_mutex_lock(&st->lock);
+	old = vol->snaps;
+	n_old = vol->n_snaps;
+	pthread_mutex_unlock(&st->lock);
+	/* Only the caller (serialised by manage.c) replaces the list, so OLD stays. */
+	if (read_snaps(vol->main.img, old, n_old, &s, &n) < 0) {
+		log_error("volume %s: out of memory reading its snapshots", vol->name);
+		return;
+	}
+	pthread_mutex_lock(&st->lock);
+	vol->snaps = s;
+	vol->n_snaps = n;
+	pthread_mutex_unlock(&st->lock);
+	free_snaps(old, n_old);
+}
+
+void store_snapshot_stored(struct volume *vol, const char *id, uint64_t stored)
+{
+	pthread_mutex_lock(&vol->st->lock);
+	for (uint32_t i = 0; i < vol->n_snaps; i++)
+		if (strcmp(vol->snaps[i].id, id) == 0) {
+			vol->snaps[i].stored = stored;
+			vol->snaps[i].stored_known = true;
+		}
+	pthread_mutex_unlock(&vol->st->lock);
+}
+
+/* ------------------------------------------------------ volumes, refs */
+
+static struct volume *find_volume(struct store *st, const char *name, size_t len)
 {
 	for (struct volume *v = st->volumes; v; v = v->next)
 		if (strlen(v->name) == len && memcmp(v->name, name, len) == 0)
@@ -133,65 +218,365 @@ struct volume *find_volume(struct store *st, const char *name, size_t len)
 	return NULL;
 }
 
-/* Opens (and repairs, if its dirty bit says so) one volume; links nothing. */
-int open_volume(const struct store *st, const char *name, struct volume **out)
+static void unlink_volume(struct store *st, struct volume *vol)
 {
-	char err[512];
+	struct volume **pp = &st->volumes;
+
+	while (*pp != vol)
+		pp = &(*pp)->next;
+	*pp = vol->next;
+	vol->next = NULL;
+}
+
+/* Closes everything of VOL and frees it; 0 or the error closing its image gave. */
+static int free_volume(struct volume *vol)
+{
+	int rc = 0;
+
+	while (vol->views) {
+		struct view *v = vol->views;
+
+		vol->views = v->next;
+		if (v->open)
+			image_close(&v->im, vol->name);
+		free(v);
+	}
+	if (!vol->error) {
+		if (vol->file_gone)
+			image_abandon(&vol->main);
+		else if ((rc = image_close(&vol->main, vol->name)) == 0)
+			log_info("volume %s: closed cleanly", vol->name);
+	}
+	if (vol->fd >= 0)
+		close(vol->fd);
+	free_snaps(vol->snaps, vol->n_snaps);
+	free(vol->error);
+	free(vol);
+	return rc;
+}
+
+static void free_volume_job(struct exec_job *job)
+{
+	free_volume((struct volume *)((char *)job - offsetof(struct volume, free_job)));
+}
+
+void store_put(struct volume *vol)
+{
+	if (atomic_fetch_sub(&vol->refs, 1) != 1)
+		return;
+	/* Closing may flush or free a large unlinked file: never on the caller's thread. */
+	vol->free_job = (struct exec_job){.run = free_volume_job};
+	exec_submit(vol->st->exec, &vol->st->free_queue, &vol->free_job);
+}
+
+static void get_ref(struct volume *vol)
+{
+	atomic_fetch_add(&vol->refs, 1);
+}
+
+int store_get(struct store *st, const char *name, struct volume **out)
+{
+	struct volume *vol;
+
+	pthread_mutex_lock(&st->lock);
+	vol = find_volume(st, name, strlen(name));
+	if (vol)
+		get_ref(vol);
+	pthread_mutex_unlock(&st->lock);
+	if (!vol)
+		return -ENOENT;
+	*out = vol;
+	return 0;
+}
+
+int store_get_all(struct store *st, struct volume ***out, size_t *n)
+{
+	struct volume **all;
+	size_t count = 0, i = 0;
+
+	pthread_mutex_lock(&st->lock);
+	for (struct volume *v = st->volumes; v; v = v->next)
+		count++;
+	all = malloc((count ? count : 1) * sizeof(*all));
+	if (all)
+		for (struct volume *v = st->volumes; v; v = v->next) {
+			get_ref(v);
+			all[i++] = v;
+		}
+	pthread_mutex_unlock(&st->lock);
+	if (!all)
+		return -ENOMEM;
+	*out = all;
+	*n = count;
+	return 0;
+}
+
+const char *volume_name(const struct volume *vol)
+{
+	return vol->name;
+}
+
+struct volume_stats *volume_stats(struct volume *vol)
+{
+	return &vol->stats;
+}
+
+struct image *volume_image(struct volume *vol)
+{
+	return vol->error ? NULL : &vol->main;
+}
+
+const char *volume_base(const struct volume *vol)
+{
+	return vol->base;
+}
+
+/* The real path of VOL's backing file, and whether it is one of DIR/bases. */
+static void find_backing(const struct store *st, struct volume *vol)
+{
+	char bases[PATH_MAX], *slash;
+	struct qcow_info *info = malloc(sizeof(*info));
+
+	if (!info)
+		return;
+	qcow_get_info(vol->main.img, info);
+	if (info->backing_path[0] && !realpath(info->backing_path, vol->backing))
+		snprintf(vol->backing, sizeof(vol->backing), "%s", info->backing_path);
+	free(info);
+	slash = strrchr(vol->backing, '/');
+	if (slash && realpath(st->bases_dir, bases) &&
+	    (size_t)(slash - vol->backing) == strlen(bases) &&
+	    strncmp(vol->backing, bases, strlen(bases)) == 0)
+		snprintf(vol->base, sizeof(vol->base), "%s", vol->backing);
+}
+
+/*
+ * Opens (and repairs, if its dirty bit says so) volume NAME, not linked.
+ * On failure to open the image, *out is still a volume, in error.
+ */
+static int open_volume(struct store *st, const char *name, struct volume **out, char *err,
+                       size_t errlen)
+{
 	struct volume *vol = calloc(1, sizeof(*vol));
-	int fd, rc;
+	struct stat sb;
+	int rc;
 
 	if (!vol)
 		return -ENOMEM;
+	vol->st = st;
+	vol->fd = -1;
+	atomic_init(&vol->refs, 1);
 	snprintf(vol->name, sizeof(vol->name), "%s", name);
 	if ((size_t)snprintf(vol->path, sizeof(vol->path), "%s/%s.qcow2", st->volumes_dir, name) >=
 	    sizeof(vol->path)) {
 		free(vol);
 		return -ENAMETOOLONG;
 	}
-	snprintf(vol->description, sizeof(vol->description), "blockd volume %s", name);
-	fd = open(vol->path, O_RDWR | O_CLOEXEC);
-	if (fd < 0) {
+	vol->fd = open(vol->path, O_RDWR | O_CLOEXEC);
+	if (vol->fd < 0) {
 		rc = -errno;
-		log_error("volume %s: cannot open %s: %s", name, vol->path, strerror(errno));
-		goto out_free;
+		snprintf(err, errlen, "cannot open %s: %s", vol->path, strerror(errno));
+		goto out_error;
 	}
-	rc = qcow_posix_lock(fd, true);
+	if (fstat(vol->fd, &sb) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot stat %s: %s", vol->path, strerror(errno));
+		goto out_error;
+	}
+	vol->dev = sb.st_dev;
+	vol->ino = sb.st_ino;
+	rc = qcow_posix_lock(vol->fd, true);
 	if (rc < 0) {
-		log_error("volume %s: %s is in use by another process; not served", name,
-		          vol->path);
-		goto out_close;
+		snprintf(err, errlen, "%s is in use by another process", vol->path);
+		goto out_error;
 	}
-	rc = image_open(&vol->main, vol->path, fd, NULL, st->cache_bytes, err, sizeof(err));
-	if (rc < 0) {
-		log_error("volume %s: not served: %s", name, err);
-		goto out_close;
-	}
-	rc = load_snap_names(vol);
+	rc = image_open(&vol->main, vol->path, vol->fd, NULL, st->cache_bytes, err, errlen);
+	if (rc < 0)
+		goto out_error;
+	rc = read_snaps(vol->main.img, NULL, 0, &vol->snaps, &vol->n_snaps);
 	if (rc < 0) {
 		image_close(&vol->main, vol->name);
-		goto out_close;
+		snprintf(err, errlen, "out of memory");
+		goto out_error;
 	}
-	log_info("volume %s: %llu bytes, %u snapshot(s)", name, (unsigned long long)vol->main.size,
-	         vol->n_snaps);
+	find_backing(st, vol);
+	log_info("volume %s: %llu bytes, %u snapshot(s)", name,
+	         (unsigned long long)atomic_load(&vol->main.size), vol->n_snaps);
 	*out = vol;
 	return 0;
 
-out_close:
-	close(fd);
-out_free:
-	free(vol);
+out_error:
+	if (vol->fd >= 0)
+		close(vol->fd);
+	vol->fd = -1;
+	vol->error = strdup(err);
+	if (!vol->error) {
+		free(vol);
+		return -ENOMEM;
+	}
+	log_error("volume %s: not served: %s", name, err);
+	*out = vol;
 	return rc;
 }
 
+int store_adopt(struct store *st, const char *name, char *err, size_t errlen)
+{
+	struct volume *vol, *old;
+	int rc = open_volume(st, name, &vol, err, errlen);
+
+	if (rc == -ENOMEM || rc == -ENAMETOOLONG) {
+		snprintf(err, errlen, "volume %s: %s", name, strerror(-rc));
+		return rc;
+	}
+	pthread_mutex_lock(&st->lock);
+	old = find_volume(st, name, strlen(name));
+	if (old && !old->error) {
+		pthread_mutex_unlock(&st->lock);
+		store_put(vol);
+		snprintf(err, errlen, "volume %s is listed already", name);
+		return -EEXIST;
+	}
+	if (old) /* an earlier failure to open it, retried */
+		unlink_volume(st, old);
+	vol->next = st->volumes;
+	st->volumes = vol;
+	pthread_mutex_unlock(&st->lock);
+	if (old)
+		store_put(old);
+	return rc;
+}
+
+/* True when something uses VOL: an attachment, or a view a client or a reader holds. */
+static bool in_use(const struct volume *vol, char *who, size_t wholen)
+{
+	if (vol->attachments) {
+		snprintf(who, wholen, "attached by %s", vol->attachments->holder);
+		return true;
+	}
+	for (const struct view *v = vol->views; v; v = v->next)
+		if (v->users) {
+			snprintf(who, wholen, "snapshot %s is being opened or read", v->name);
+			return true;
+		}
+	return false;
+}
+
+int store_remove(struct store *st, struct volume *vol, char *err, size_t errlen)
+{
+	char who[STORE_NAME_MAX + 64];
+
+	pthread_mutex_lock(&st->lock);
+	if (in_use(vol, who, sizeof(who))) {
+		pthread_mutex_unlock(&st->lock);
+		snprintf(err, errlen, "volume %s is in use (%s); detach it first", vol->name, who);
+		return -EBUSY;
+	}
+	unlink_volume(st, vol);
+	atomic_store(&vol->gone, true);
+	pthread_mutex_unlock(&st->lock);
+	return 0;
+}
+
+void store_restore_link(struct store *st, struct volume *vol)
+{
+	pthread_mutex_lock(&st->lock);
+	atomic_store(&vol->gone, false);
+	vol->next = st->volumes;
+	st->volumes = vol;
+	pthread_mutex_unlock(&st->lock);
+}
+
+void store_removed(struct volume *vol)
+{
+	vol->file_gone = true;
+	store_put(vol); /* the registry's reference */
+}
+
+/* The file that VOL names is no longer the one it has open. */
+static bool file_replaced(const struct volume *vol)
+{
+	struct stat sb;
+
+	return stat(vol->path, &sb) < 0 || sb.st_dev != vol->dev || sb.st_ino != vol->ino;
+}
+
+/* Drops served volumes whose file was removed or replaced behind our back. */
+static void drop_vanished(struct store *st)
+{
+	struct volume **all;
+	size_t n;
+
+	if (store_get_all(st, &all, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct volume *vol = all[i];
+		bool dropped = false;
+
+		if (vol->error || !file_replaced(vol)) {
+			store_put(vol);
+			continue;
+		}
+		pthread_mutex_lock(&st->lock);
+		if (!atomic_load(&vol->gone)) {
+			unlink_volume(st, vol);
+			atomic_store(&vol->gone, true);
+			dropped = true;
+		}
+		pthread_mutex_unlock(&st->lock);
+		if (dropped) {
+			log_warn("volume %s: %s was removed or replaced; dropped, its connections "
+			         "are cut",
+			         vol->name, vol->path);
+			vol->file_gone = true;
+			store_put(vol); /* the registry's reference */
+		}
+		store_put(vol);
+	}
+	free(all);
+}
+
+/* Drops volumes listed in error whose file is gone; the scan retries the others. */
+static void drop_missing_errors(struct store *st)
+{
+	struct volume **all;
+	size_t n;
+	struct stat sb;
+
+	if (store_get_all(st, &all, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct volume *vol = all[i];
+		bool dropped = false;
+
+		if (vol->error && stat(vol->path, &sb) < 0 && errno == ENOENT) {
+			pthread_mutex_lock(&st->lock);
+			if (!atomic_load(&vol->gone)) {
+				unlink_volume(st, vol);
+				atomic_store(&vol->gone, true);
+				dropped = true;
+			}
+			pthread_mutex_unlock(&st->lock);
+			if (dropped) {
+				log_info("volume %s: its file is gone; no longer listed",
+				         vol->name);
+				store_put(vol);
+			}
+		}
+		store_put(vol);
+	}
+	free(all);
+}
+
 /*
- * Opens the volumes of the folder that are not open yet.  Only the main
- * thread scans; the slow part (opening, maybe repairing) runs without
- * st->lock, which the event loops take during handshakes.
+ * Adopts every NAME.qcow2 of the volumes folder that is not served: new
+ * files, and those that failed to open before.  Temporaries (".NAME.tmp")
+ * are never touched here: a create in progress owns its own.
  */
 static int scan(struct store *st)
 {
 	DIR *d = opendir(st->volumes_dir);
 	struct dirent *de;
+	char err[512];
 	int added = 0;
 
 	if (!d) {
@@ -201,42 +586,40 @@ static int scan(struct store *st)
 	while ((de = readdir(d)) != NULL) {
 		size_t len = strlen(de->d_name);
 		struct volume *vol;
-		bool known;
+		bool served;
 
-		if (de->d_name[0] == '.' && strstr(de->d_name, ".tmp")) {
-			/* A create or clone that a crash interrupted: never a volume. */
-			unlinkat(dirfd(d), de->d_name, 0);
-			continue;
-		}
 		if (len <= 6 || strcmp(de->d_name + len - 6, ".qcow2") != 0)
 			continue;
 		len -= 6;
-		if (!store_valid_name(de->d_name, len)) {
+		if (!blockd_name_valid(de->d_name, len)) {
 			log_warn("ignoring %s/%s: not a valid volume name", st->volumes_dir,
 			         de->d_name);
 			continue;
 		}
 		pthread_mutex_lock(&st->lock);
-		known = find_volume(st, de->d_name, len) != NULL;
+		vol = find_volume(st, de->d_name, len);
+		served = vol && !vol->error;
 		pthread_mutex_unlock(&st->lock);
-		if (known)
+		if (served)
 			continue;
 		de->d_name[len] = '\0';
-		if (open_volume(st, de->d_name, &vol) < 0)
-			continue;
-		pthread_mutex_lock(&st->lock);
-		link_volume(st, vol);
-		pthread_mutex_unlock(&st->lock);
-		added++;
+		if (store_adopt(st, de->d_name, err, sizeof(err)) == 0)
+			added++;
 	}
 	closedir(d);
 	return added;
 }
 
+int store_rescan(struct store *st)
+{
+	drop_vanished(st);
+	drop_missing_errors(st);
+	return scan(st);
+}
+
 /*
- * Removes ".*.tmp" files a crash left in DIR (a base image being copied).
- * A base published just before a crash, whose clone was not, is kept: the
- * next clone of that snapshot uses it.
+ * Removes ".*.tmp" files in DIR, left by a create, clone or base copy that
+ * a crash interrupted.  Only at start, before anything can be creating.
  */
 static void remove_temporaries(const char *dir)
 {
@@ -261,63 +644,42 @@ int store_open(const struct store_config *cfg, struct store **out)
 		return -ENOMEM;
 	pthread_mutex_init(&st->lock, NULL);
 	st->cache_bytes = cfg->cache_bytes;
+	st->exec = cfg->exec;
+	exec_queue_init(&st->free_queue);
 	if ((size_t)snprintf(st->data_dir, sizeof(st->data_dir), "%s", cfg->data_dir) >=
 	        sizeof(st->data_dir) ||
 	    (size_t)snprintf(st->volumes_dir, sizeof(st->volumes_dir), "%s/volumes",
 	                     cfg->data_dir) >= sizeof(st->volumes_dir) ||
 	    (size_t)snprintf(st->bases_dir, sizeof(st->bases_dir), "%s/bases", cfg->data_dir) >=
 	        sizeof(st->bases_dir)) {
-		free(st);
-		return -ENAMETOOLONG;
+		rc = -ENAMETOOLONG;
+		goto out_free;
 	}
 	if (mkdir(st->bases_dir, 0700) < 0 && errno != EEXIST) {
 		rc = -errno;
 		log_error("cannot create %s: %s", st->bases_dir, strerror(errno));
-		free(st);
-		return rc;
+		goto out_free;
 	}
 	if (mkdir(st->volumes_dir, 0700) < 0 && errno != EEXIST) {
 		rc = -errno;
 		log_error("cannot create %s: %s", st->volumes_dir, strerror(errno));
-		free(st);
-		return rc;
+		goto out_free;
 	}
 	remove_temporaries(st->bases_dir);
+	remove_temporaries(st->volumes_dir);
 	rc = scan(st);
-	if (rc < 0) {
-		free(st);
-		return rc;
-	}
+	if (rc < 0)
+		goto out_free;
 	*out = st;
 	return 0;
+
+out_free:
+	pthread_mutex_destroy(&st->lock);
+	free(st);
+	return rc;
 }
 
-int store_rescan(struct store *st)
-{
-	return scan(st);
-}
-
-/* Closes a volume that is no longer linked (views, image, descriptor) and frees it. */
-void free_volume(struct volume *vol)
-{
-	while (vol->views) {
-		struct snap_view *sv = vol->views;
-
-		vol->views = sv->next;
-		image_close(&sv->e, vol->name);
-		free(sv);
-	}
-	free(vol->snap_names);
-	free(vol);
-}
-
-void link_volume(struct store *st, struct volume *vol)
-{
-	vol->next = st->volumes;
-	st->volumes = vol;
-	st->n_volumes++;
-}
-
+/* At shutdown: no loop, control or pool thread is left, so nothing else holds a reference. */
 int store_close(struct store *st)
 {
 	int first = 0, rc;
@@ -326,216 +688,242 @@ int store_close(struct store *st)
 		struct volume *vol = st->volumes;
 
 		st->volumes = vol->next;
-		while (vol->views) {
-			struct snap_view *sv = vol->views;
-
-			vol->views = sv->next;
-			image_close(&sv->e, vol->name);
-			free(sv);
-		}
-		rc = image_close(&vol->main, vol->name);
+		if (atomic_load(&vol->refs) != 1)
+			log_error("volume %s: %u references left at shutdown", vol->name,
+			          atomic_load(&vol->refs));
+		rc = free_volume(vol);
 		if (rc < 0 && first == 0)
 			first = rc;
-		else if (rc == 0)
-			log_info("volume %s: closed cleanly", vol->name);
-		close(vol->main.fd);
-		free_volume(vol);
 	}
 	pthread_mutex_destroy(&st->lock);
 	free(st);
 	return first;
 }
 
-static struct snap_view *find_view(struct volume *vol, const char *snap, size_t len)
+/* ---------------------------------------------------------- attachments */
+
+bool store_has_writer(struct volume *vol, char *who, size_t wholen)
 {
-	for (struct snap_view *sv = vol->views; sv; sv = sv->next)
-		if (strlen(sv->name) == len && memcmp(sv->name, snap, len) == 0)
-			return sv;
+	bool found = false;
+
+	pthread_mutex_lock(&vol->st->lock);
+	for (const struct attachment *a = vol->attachments; a && !found; a = a->next)
+		if (a->access == STORE_READ_WRITE) {
+			snprintf(who, wholen, "%s", a->holder);
+			found = true;
+		}
+	pthread_mutex_unlock(&vol->st->lock);
+	return found;
+}
+
+bool store_attached(struct volume *vol, char *who, size_t wholen)
+{
+	bool found;
+
+	pthread_mutex_lock(&vol->st->lock);
+	found = vol->attachments != NULL;
+	if (found)
+		snprintf(who, wholen, "%s", vol->attachments->holder);
+	pthread_mutex_unlock(&vol->st->lock);
+	return found;
+}
+
+static const char *writer_of(const struct volume *vol)
+{
+	for (const struct attachment *a = vol->attachments; a; a = a->next)
+		if (a->access == STORE_READ_WRITE)
+			return a->holder;
 	return NULL;
 }
 
-static bool has_snapshot(const struct volume *vol, const char *snap, size_t len)
+static struct view *find_view(struct volume *vol, const char *snap, size_t len)
 {
-	for (uint32_t i = 0; i < vol->n_snaps; i++)
-		if (strlen(vol->snap_names[i]) == len && memcmp(vol->snap_names[i], snap, len) == 0)
-			return true;
-	return false;
+	for (struct view *v = vol->views; v; v = v->next)
+		if (strlen(v->name) == len && memcmp(v->name, snap, len) == 0)
+			return v;
+	return NULL;
+}
+
+/* A claim on snapshot SNAP of VOL (st->lock held): its view, made if needed; NULL: no memory. */
+static struct view *claim_view(struct volume *vol, const char *snap, size_t len)
+{
+	struct view *v = find_view(vol, snap, len);
+
+	if (!v) {
+		v = calloc(1, sizeof(*v));
+		if (!v)
+			return NULL;
+		memcpy(v->name, snap, len);
+		v->next = vol->views;
+		vol->views = v;
+	}
+	v->users++;
+	return v;
+}
+
+/* Lets go of a claim (st->lock held); a view nobody holds that never opened goes. */
+static void unclaim_view(struct volume *vol, struct view *v)
+{
+	struct view **pp = &vol->views;
+
+	if (--v->users > 0 || v->open)
+		return;
+	while (*pp != v)
+		pp = &(*pp)->next;
+	*pp = v->next;
+	free(v);
+}
+
+/* On the volume's pool queue: opens the view the waiter asked for. */
+static void open_view_job(struct exec_job *job)
+{
+	struct store_wait *w =
+	    (struct store_wait *)((char *)job - offsetof(struct store_wait, job));
+	struct volume *vol = w->vol;
+	struct store *st = vol->st;
+	struct view *v;
+	char err[512];
+	bool open;
+	int rc = 0;
+
+	pthread_mutex_lock(&st->lock);
+	v = find_view(vol, w->snapshot, strlen(w->snapshot)); /* claimed: it is there */
+	open = v->open;
+	pthread_mutex_unlock(&st->lock);
+	if (!open) {
+		/*
+		 * Straight into the view: nobody looks at v->im before v->open, and
+		 * only this queue opens it.  The snapshot table is read under the
+		 * volume's lock, so no snapshot change happens midway.
+		 */
+		pthread_mutex_lock(&vol->main.lock);
+		rc = image_open(&v->im, vol->path, vol->fd, w->snapshot, st->cache_bytes, err,
+		                sizeof(err));
+		pthread_mutex_unlock(&vol->main.lock);
+		if (rc < 0)
+			log_error("volume %s: cannot open snapshot %s: %s", vol->name, w->snapshot,
+			          err);
+	}
+	pthread_mutex_lock(&st->lock);
+	if (!open && rc == 0)
+		v->open = true;
+	unclaim_view(vol, v);
+	pthread_mutex_unlock(&st->lock);
+	w->rc = rc == -ENOENT ? -ENOENT : rc < 0 ? -EIO : 0;
+}
+
+static void open_view_done(struct exec_job *job)
+{
+	struct store_wait *w =
+	    (struct store_wait *)((char *)job - offsetof(struct store_wait, job));
+
+	w->ready(w);
+}
+
+int store_wait_end(struct store_wait *w)
+{
+	int rc = w->rc;
+
+	store_put(w->vol);
+	w->vol = NULL;
+	return rc;
 }
 
 /*
- * The read-only view of snapshot SNAP of vol, opened on first use.  Called
- * with st->lock held; drops it while opening (a few small reads) and takes
- * it again; vol->busy keeps the volume from being deleted meanwhile.
+ * Finds TARGET with st->lock held: its volume, and its view (NULL for the
+ * volume itself); fills *out.  A snapshot whose view is not open gives
+ * -EAGAIN with *viewp NULL.
  */
-static struct export_image *snapshot_view(struct store *st, struct volume *vol, const char *snap)
+static int find_target(struct store *st, const struct store_target *t, const char *holder,
+                       struct store_target_info *out, struct volume **volp, struct view **viewp)
 {
-	char err[512];
-	struct snap_view *sv = find_view(vol, snap, strlen(snap)), *other;
-	int rc;
-
-	if (sv)
-		return &sv->e;
-	if (!has_snapshot(vol, snap, strlen(snap)))
-		return NULL;
-	sv = calloc(1, sizeof(*sv));
-	if (!sv)
-		return NULL;
-	snprintf(sv->name, sizeof(sv->name), "%s", snap);
-	vol->busy++;
-	pthread_mutex_unlock(&st->lock);
-	rc = image_open(&sv->e, vol->path, vol->main.fd, sv->name, st->cache_bytes, err,
-	                sizeof(err));
-	pthread_mutex_lock(&st->lock);
-	vol->busy--;
-	if (rc < 0) {
-		log_error("volume %s: cannot open snapshot %s: %s", vol->name, sv->name, err);
-		free(sv);
-		return NULL;
-	}
-	other = find_view(vol, snap, strlen(snap));
-	if (other) { /* another loop opened it meanwhile */
-		image_close(&sv->e, vol->name);
-		free(sv);
-		return &other->e;
-	}
-	sv->next = vol->views;
-	vol->views = sv;
-	return &sv->e;
-}
-
-int store_snapshot_stored(struct store *st, const char *name, const char *snap, uint64_t *out)
-{
-	struct export_image tmp, *e;
-	struct snap_view *sv;
-	struct volume *vol;
-	char err[512];
-	int rc;
-
-	pthread_mutex_lock(&st->lock);
-	vol = find_volume(st, name, strlen(name));
-	if (!vol || !has_snapshot(vol, snap, strlen(snap))) {
-		pthread_mutex_unlock(&st->lock);
-		return -ENOENT;
-	}
-	sv = find_view(vol, snap, strlen(snap));
-	vol->busy++;
-	pthread_mutex_unlock(&st->lock);
-	if (sv) { /* served over NBD: its view counts once and keeps the number */
-		e = &sv->e;
-		pthread_mutex_lock(&e->lock);
-		rc = sv->stored_known ? 0 : qcow_stored_bytes(e->img, &sv->stored);
-		sv->stored_known = rc == 0;
-		*out = sv->stored;
-		pthread_mutex_unlock(&e->lock);
-	} else {
-		/*
-		 * Not served: counted through an image opened for this alone, with
-		 * a small cache, and closed again, so that looking at snapshots
-		 * (blockfs's ls -l) does not keep a view and its cache per snapshot.
-		 */
-		rc = image_open(&tmp, vol->path, vol->main.fd, snap, STORE_COUNT_CACHE_BYTES, err,
-		                sizeof(err));
-		if (rc == 0) {
-			rc = qcow_stored_bytes(tmp.img, out);
-			image_close(&tmp, vol->name);
-		} else {
-			log_error("volume %s: cannot open snapshot %s: %s", vol->name, snap, err);
-		}
-	}
-	pthread_mutex_lock(&st->lock);
-	vol->busy--;
-	pthread_mutex_unlock(&st->lock);
-	return rc;
-}
-
-bool volume_has_writer(const struct volume *vol)
-{
-	for (const struct attachment *a = vol->attachments; a; a = a->next)
-		if (!a->read_only)
-			return true;
-	return false;
-}
-
-static const char *volume_writer(const struct volume *vol)
-{
-	for (const struct attachment *a = vol->attachments; a; a = a->next)
-		if (!a->read_only)
-			return a->peer;
-	return NULL;
-}
-
-/* Finds NAME's export with st->lock held. */
-static int find_export(struct store *st, const char *name, const char *peer,
-                       struct proto_export *out, struct volume **volp, struct export_image **ep)
-{
-	size_t len = strlen(name), sfx = strlen(BLOCKD_RO_SUFFIX);
-	bool ro = len > sfx && strcmp(name + len - sfx, BLOCKD_RO_SUFFIX) == 0;
-	const char *at = memchr(name, '@', len);
-	size_t vlen = at ? (size_t)(at - name) : len - (ro ? sfx : 0);
-	struct export_image *e;
 	struct volume *vol;
 	const char *writer;
+	struct view *v = NULL;
+	struct image *im;
 
-	if (!store_valid_name(name, vlen) || (at && !store_valid_name(at + 1, len - vlen - 1)))
+	if (!blockd_name_valid(t->volume, t->volume_len))
 		return -ENOENT;
-	vol = find_volume(st, name, vlen);
+	vol = find_volume(st, t->volume, t->volume_len);
 	if (!vol)
 		return -ENOENT;
-	if (at) {
-		e = snapshot_view(st, vol, at + 1);
-		if (!e)
+	*volp = vol;
+	*viewp = NULL;
+	if (vol->error)
+		return -EIO;
+	switch (t->access) {
+	case STORE_SNAPSHOT:
+		if (!has_snapshot(vol, t->snapshot, t->snapshot_len))
 			return -ENOENT;
-	} else if (ro) {
-		e = &vol->main; /* read by a peer that does not claim the volume */
-	} else {
-		e = &vol->main;
-		writer = volume_writer(vol);
-		if (writer && strcmp(writer, peer) != 0) {
+		v = find_view(vol, t->snapshot, t->snapshot_len);
+		if (!v || !v->open)
+			return -EAGAIN;
+		im = &v->im;
+		break;
+	case STORE_READ_WRITE:
+		writer = writer_of(vol);
+		if (writer && strcmp(writer, holder) != 0) {
 			log_info("volume %s: refusing %s, attached read-write by %s", vol->name,
-			         peer, writer);
+			         holder, writer);
 			return -EPERM;
 		}
+		/* fall through */
+	default:
+		im = &vol->main;
+		break;
 	}
-	*out = (struct proto_export){
-	    .size_bytes = e->size,
-	    .read_only = e->read_only || ro,
-	    .multi_conn = true,
-	    .min_block = 1,
-	    .pref_block = 4096,
-	    .max_block = PROTO_MAX_PAYLOAD,
-	    .description = at ? NULL : vol->description,
+	*viewp = v;
+	*out = (struct store_target_info){
+	    .size = atomic_load(&im->size),
+	    .read_only = t->access != STORE_READ_WRITE,
 	};
-	*volp = vol;
-	*ep = e;
 	return 0;
 }
 
-int store_lookup(struct store *st, const char *name, const char *peer, struct proto_export *out)
+int store_lookup(struct store *st, const struct store_target *t, const char *holder,
+                 struct store_target_info *out, struct store_wait *w)
 {
-	struct export_image *e;
 	struct volume *vol;
+	struct view *v;
 	int rc;
 
 	pthread_mutex_lock(&st->lock);
-	rc = find_export(st, name, peer, out, &vol, &e);
+	rc = find_target(st, t, holder, out, &vol, &v);
+	if (rc == -EAGAIN) {
+		/* Open the view on the volume's queue; the claim keeps the snapshot meanwhile. */
+		if (!claim_view(vol, t->snapshot, t->snapshot_len)) {
+			rc = -ENOMEM;
+		} else {
+			get_ref(vol);
+			w->vol = vol;
+			memcpy(w->snapshot, t->snapshot, t->snapshot_len);
+			w->snapshot[t->snapshot_len] = '\0';
+			w->rc = 0;
+			w->job = (struct exec_job){.run = open_view_job, .done = open_view_done};
+			exec_submit(st->exec, &vol->main.queue, &w->job);
+			rc = -EINPROGRESS;
+		}
+	}
 	pthread_mutex_unlock(&st->lock);
 	return rc;
 }
 
-int store_attach(struct store *st, const char *name, const char *peer, struct proto_export *out,
-                 struct attachment **att)
+int store_attach(struct store *st, const struct store_target *t, const char *holder,
+                 struct store_target_info *out, struct attachment **att)
 {
-	struct export_image *e;
 	struct attachment *a;
 	struct volume *vol;
+	struct view *v;
 	int rc;
 
 	pthread_mutex_lock(&st->lock);
-	rc = find_export(st, name, peer, out, &vol, &e);
+	rc = find_target(st, t, holder, out, &vol, &v);
+	if (rc == -EAGAIN)
+		rc = -ENOENT;
 	if (rc < 0)
 		goto out;
 	for (a = vol->attachments; a; a = a->next)
-		if (a->e == e && a->read_only == out->read_only && strcmp(a->peer, peer) == 0)
+		if (a->view == v && a->access == t->access && strcmp(a->holder, holder) == 0)
 			break;
 	if (!a) {
 		a = calloc(1, sizeof(*a));
@@ -544,15 +932,18 @@ int store_attach(struct store *st, const char *name, const char *peer, struct pr
 			goto out;
 		}
 		a->vol = vol;
-		a->e = e;
-		a->read_only = out->read_only;
+		a->view = v;
+		a->im = v ? &v->im : &vol->main;
+		a->access = t->access;
 		a->since = time(NULL);
-		snprintf(a->export_name, sizeof(a->export_name), "%s", name);
-		snprintf(a->peer, sizeof(a->peer), "%s", peer);
+		snprintf(a->holder, sizeof(a->holder), "%s", holder);
 		a->next = vol->attachments;
 		vol->attachments = a;
+		if (v)
+			v->users++;
+		get_ref(vol);
 		log_info("volume %s: attached %s by %s", vol->name,
-		         a->read_only ? "read-only" : "read-write", peer);
+		         t->access == STORE_READ_WRITE ? "read-write" : "read-only", holder);
 	}
 	a->connections++;
 	*att = a;
@@ -561,49 +952,248 @@ out:
 	return rc;
 }
 
-void store_detach(struct store *st, struct attachment *att)
+void store_detach(struct attachment *att)
 {
 	struct volume *vol = att->vol;
+	struct store *st = vol->st;
+	bool last;
 
 	pthread_mutex_lock(&st->lock);
-	if (--att->connections == 0) {
+	last = --att->connections == 0;
+	if (last) {
 		struct attachment **pp = &vol->attachments;
 
 		while (*pp != att)
 			pp = &(*pp)->next;
 		*pp = att->next;
-		log_info("volume %s: detached by %s", vol->name, att->peer);
-		free(att);
+		if (att->view)
+			unclaim_view(vol, att->view);
 	}
 	pthread_mutex_unlock(&st->lock);
+	if (!last)
+		return;
+	log_info("volume %s: detached by %s", vol->name, att->holder);
+	free(att);
+	store_put(vol);
 }
 
-struct export_image *attachment_image(const struct attachment *att)
+struct image *attachment_image(const struct attachment *att)
 {
-	return att->e;
+	return att->im;
 }
 
-struct volume_stats *attachment_stats(struct attachment *att)
+struct volume_stats *attachment_stats(const struct attachment *att)
 {
 	return &att->vol->stats;
 }
 
-int store_list(struct store *st, size_t index, char *buf, size_t buflen)
+const char *attachment_volume_name(const struct attachment *att)
+{
+	return att->vol->name;
+}
+
+bool attachment_gone(const struct attachment *att)
+{
+	return atomic_load_explicit(&att->vol->gone, memory_order_relaxed);
+}
+
+int store_list_entry(struct store *st, size_t index, char vol[STORE_NAME_MAX + 1],
+                     char snap[STORE_NAME_MAX + 1])
 {
 	int found = 0;
 
 	pthread_mutex_lock(&st->lock);
 	for (struct volume *v = st->volumes; v && !found; v = v->next) {
+		if (v->error)
+			continue;
 		if (index == 0) {
-			snprintf(buf, buflen, "%s", v->name);
+			snprintf(vol, STORE_NAME_MAX + 1, "%s", v->name);
+			snap[0] = '\0';
 			found = 1;
-		} else if (index - 1 < v->n_snaps) {
-			snprintf(buf, buflen, "%s@%s", v->name, v->snap_names[index - 1]);
-			found = 1;
-		} else {
-			index -= 1 + v->n_snaps;
+			break;
+		}
+		index--;
+		for (uint32_t i = 0; i < v->n_snaps && !found; i++) {
+			const char *name = v->snaps[i].name;
+
+			if (!blockd_name_valid(name, strlen(name)))
+				continue;
+			if (index == 0) {
+				snprintf(vol, STORE_NAME_MAX + 1, "%s", v->name);
+				snprintf(snap, STORE_NAME_MAX + 1, "%s", name);
+				found = 1;
+			} else {
+				index--;
+			}
 		}
 	}
 	pthread_mutex_unlock(&st->lock);
 	return found;
+}
+
+/* --------------------------------------------------------- snapshot use */
+
+int store_release_view(struct volume *vol, const char *snap, char *who, size_t wholen)
+{
+	struct store *st = vol->st;
+	struct view *v, **pp;
+
+	pthread_mutex_lock(&st->lock);
+	v = find_view(vol, snap, strlen(snap));
+	if (v && v->users) {
+		const struct attachment *a = vol->attachments;
+
+		while (a && a->view != v)
+			a = a->next;
+		if (a)
+			snprintf(who, wholen, "attached by %s", a->holder);
+		else
+			snprintf(who, wholen, "being opened or read");
+		pthread_mutex_unlock(&st->lock);
+		return -EBUSY;
+	}
+	if (v) {
+		for (pp = &vol->views; *pp != v; pp = &(*pp)->next)
+			;
+		*pp = v->next;
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (v) {
+		image_close(&v->im, vol->name);
+		free(v);
+	}
+	return 0;
+}
+
+int store_snapshot_open(struct volume *vol, const char *snap, uint64_t cache_bytes,
+                        struct image *out, char *err, size_t errlen)
+{
+	struct store *st = vol->st;
+	struct view *v = NULL;
+	int rc;
+
+	pthread_mutex_lock(&st->lock);
+	if (has_snapshot(vol, snap, strlen(snap)) && !vol->error)
+		v = claim_view(vol, snap, strlen(snap));
+	pthread_mutex_unlock(&st->lock);
+	if (!v) {
+		snprintf(err, errlen, "volume %s has no snapshot %s", vol->name, snap);
+		return -ENOENT;
+	}
+	pthread_mutex_lock(&vol->main.lock);
+	rc = image_open(out, vol->path, vol->fd, snap, cache_bytes, err, errlen);
+	pthread_mutex_unlock(&vol->main.lock);
+	if (rc < 0) {
+		pthread_mutex_lock(&st->lock);
+		unclaim_view(vol, v);
+		pthread_mutex_unlock(&st->lock);
+	}
+	return rc;
+}
+
+void store_snapshot_close(struct volume *vol, const char *snap, struct image *im)
+{
+	struct store *st = vol->st;
+	struct view *v;
+
+	image_close(im, vol->name);
+	pthread_mutex_lock(&st->lock);
+	v = find_view(vol, snap, strlen(snap));
+	unclaim_view(vol, v);
+	pthread_mutex_unlock(&st->lock);
+}
+
+bool store_base_used(struct store *st, const char *base)
+{
+	bool used = false;
+
+	pthread_mutex_lock(&st->lock);
+	for (struct volume *v = st->volumes; v && !used; v = v->next)
+		used = strcmp(v->base, base) == 0;
+	pthread_mutex_unlock(&st->lock);
+	return used;
+}
+
+/* ------------------------------------------------------------ API views */
+
+static const char *target_suffix(const struct attachment *a, char *buf, size_t len)
+{
+	if (a->view)
+		snprintf(buf, len, "%s@%s", a->vol->name, a->view->name);
+	else
+		snprintf(buf, len, "%s%s", a->vol->name,
+		         a->access == STORE_READ_LIVE ? BLOCKD_RO_SUFFIX : "");
+	return buf;
+}
+
+int store_info(struct volume *vol, bool with_snapshots, struct store_info *out)
+{
+	struct store *st = vol->st;
+	struct stat sb;
+	size_t n = 0;
+	int rc = 0;
+
+	memset(out, 0, sizeof(*out));
+	snprintf(out->name, sizeof(out->name), "%s", vol->name);
+	if (vol->error) {
+		snprintf(out->error_text, sizeof(out->error_text), "%s", vol->error);
+		out->error = out->error_text;
+	}
+	if (!vol->error) {
+		out->size = atomic_load(&vol->main.size);
+		if (fstat(vol->fd, &sb) == 0) {
+			out->allocated = (uint64_t)sb.st_blocks * 512;
+			out->modified = sb.st_mtime;
+		}
+		snprintf(out->backing, sizeof(out->backing), "%s", vol->backing);
+	} else if (stat(vol->path, &sb) == 0) {
+		out->allocated = (uint64_t)sb.st_blocks * 512;
+		out->modified = sb.st_mtime;
+	}
+	pthread_mutex_lock(&st->lock);
+	for (struct attachment *a = vol->attachments; a; a = a->next)
+		n++;
+	out->holders = calloc(n ? n : 1, sizeof(*out->holders));
+	out->n_snapshots = vol->n_snaps;
+	if (with_snapshots)
+		out->snapshots = calloc(vol->n_snaps ? vol->n_snaps : 1, sizeof(*out->snapshots));
+	if (!out->holders || (with_snapshots && !out->snapshots)) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (struct attachment *a = vol->attachments; a; a = a->next) {
+		struct store_holder *h = &out->holders[out->n_holders++];
+
+		snprintf(h->holder, sizeof(h->holder), "%s", a->holder);
+		target_suffix(a, h->target, sizeof(h->target));
+		h->read_only = a->access != STORE_READ_WRITE;
+		h->connections = a->connections;
+		h->since = a->since;
+	}
+	for (uint32_t i = 0; with_snapshots && i < vol->n_snaps; i++) {
+		struct store_snapshot *s = &out->snapshots[i];
+
+		*s = vol->snaps[i];
+		s->name = strdup(vol->snaps[i].name);
+		s->id = strdup(vol->snaps[i].id);
+		if (!s->name || !s->id) {
+			out->n_snapshots = i + 1;
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+out:
+	pthread_mutex_unlock(&st->lock);
+	if (rc < 0)
+		store_info_free(out);
+	return rc;
+}
+
+void store_info_free(struct store_info *info)
+{
+	if (info->snapshots)
+		free_snaps(info->snapshots, (uint32_t)info->n_snapshots);
+	free(info->holders);
+	info->snapshots = NULL;
+	info->holders = NULL;
 }

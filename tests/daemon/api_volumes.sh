@@ -50,10 +50,12 @@ leftover=$(find "$DIR/volumes" "$DIR/bases" -name '*.tmp')
 # --- list and info.
 [[ $(names) == "Vol_2.x-y alpha big" ]] || fail "GET /v1/volumes: $(cat resp)"
 [[ $(json 'sorted(d)') == "['volumes']" ]] || fail "GET /v1/volumes has keys $(json 'sorted(d)')"
-[[ $(json 'sorted(d["volumes"][0])') == "['allocated', 'attachments', 'backing', 'modified', 'name', 'nbd_unix_uri', 'nbd_uri', 'size', 'snapshot_count']" ]] ||
+[[ $(json 'sorted(d["volumes"][0])') == "['allocated', 'attachments', 'backing', 'modified', 'name', 'nbd_unix_uri', 'nbd_uri', 'size', 'snapshot_count', 'state']" ]] ||
 	fail "a listed volume has keys $(json 'sorted(d["volumes"][0])')"
+[[ $(json '" ".join(v["state"] for v in d["volumes"])') == "ok ok ok" ]] ||
+	fail "listed volumes are not all in state ok: $(cat resp)"
 expect 200 GET /v1/volumes/alpha
-[[ $(json 'sorted(d)') == "['allocated', 'attachments', 'backing', 'modified', 'name', 'nbd_unix_uri', 'nbd_uri', 'size', 'snapshot_count', 'snapshots']" ]] ||
+[[ $(json 'sorted(d)') == "['allocated', 'attachments', 'backing', 'modified', 'name', 'nbd_unix_uri', 'nbd_uri', 'size', 'snapshot_count', 'snapshots', 'state']" ]] ||
 	fail "GET /v1/volumes/alpha has keys $(json 'sorted(d)')"
 [[ $(json 'd["name"], d["size"], d["backing"], d["snapshot_count"], d["attachments"], d["snapshots"]') == "('alpha', 67108864, None, 0, [], [])" ]] ||
 	fail "GET /v1/volumes/alpha: $(cat resp)"

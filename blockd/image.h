@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * image.h - one open qcow2 image of the daemon (a volume, or a read-only
+ * view of one of its snapshots) with what guards it.
+ *
+ * Locking (CONCURRENCY.md): im->lock serialises every call into the qcow
+ * library on im->img; pool jobs and control threads hold it across I/O.
+ * An event loop only ever tries it (pthread_mutex_trylock()): on success it
+ * maps a request from cached metadata, counts the request in
+ * fast_inflight, lets go of the lock and carries the I/O out on its ring.
+ * Whoever holds the lock and is about to free clusters or make them
+ * shared (discard, zeroing, snapshots, resize) first waits in
+ * image_quiesce() until fast_inflight is zero: a counter and a condition,
+ * woken by the loop that ends the last such request.  The loops never
+ * wait for anything here.
+ */
+#ifndef BLOCKD_IMAGE_H
+#define BLOCKD_IMAGE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "exec.h"
+#include "qcow.h"
+
+struct image {
+	pthread_mutex_t lock;
+	struct qcow_image *img; /* guarded by lock */
+	int fd;                 /* buffered descriptor of the file; owned by the volume */
+	int dfd;                /* O_DIRECT descriptor, or -1; owned by img's io context */
+	bool read_only;         /* set at open, then constant */
+	bool has_backing;       /* set at open, then constant */
+	atomic_ullong size;     /* virtual size: written under lock, read anywhere */
+	/* Ring I/O mapped under lock and not finished yet; see image_quiesce(). */
+	atomic_uint fast_inflight;
+	atomic_uint quiesce_waiters;
+	pthread_mutex_t quiesce_lock; /* only to sleep on and signal quiesced */
+	pthread_cond_t quiesced;
+	/* Pool jobs on this image, one at a time (exec.h). */
+	struct exec_queue queue;
+};
+
+/*
+ * Opens the image of the file open as FD (PATH names it in messages and
+ * resolves relative backing files), read-write, or read-only on SNAPSHOT.
+ * FD stays the caller's.  0, or -errno with a one-line reason in ERR.
+ */
+int image_open(struct image *im, const char *path, int fd, const char *snapshot,
+               uint64_t cache_bytes, char *err, size_t errlen);
+
+/* Flushes, clears the dirty bit and frees; 0 or the first error (logged, naming WHAT). */
+int image_close(struct image *im, const char *what);
+
+/* Frees without writing anything: for an image whose file is gone. */
+void image_abandon(struct image *im);
+
+/*
+ * With im->lock held: waits until no ring I/O mapped before is in flight.
+ * Nothing new can be mapped meanwhile (the loops only trylock).
+ */
+void image_quiesce(struct image *im);
+
+/* The loops' side: a request mapped under lock starts, and ends (never blocks). */
+void image_fast_begin(struct image *im);
+void image_fast_end(struct image *im);
+
+#endif
