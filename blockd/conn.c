@@ -285,6 +285,7 @@ static void log_failure(struct request *rq)
 {
 	struct volume_stats *st = rq->c->stats;
 	long long now = now_sec(), last = atomic_load(&st->log_second);
+	char more[64] = "";
 	unsigned dropped;
 
 	if (now - last < ERROR_LOG_INTERVAL_SEC ||
@@ -293,10 +294,11 @@ static void log_failure(struct request *rq)
 		return;
 	}
 	dropped = atomic_exchange(&st->log_dropped, 0);
-	log_error("volume %s: %s at offset %llu length %u failed: %s%s%.0u%s", rq->c->export_name,
+	if (dropped)
+		snprintf(more, sizeof(more), " (and %u more failures not logged)", dropped);
+	log_error("volume %s: %s at offset %llu length %u failed: %s%s", rq->c->export_name,
 	          cmd_name(rq->r.type), (unsigned long long)rq->r.offset, rq->r.length,
-	          rq->errmsg[0] ? rq->errmsg : strerror(-rq->err), dropped ? " (and " : "", dropped,
-	          dropped ? " more failures not logged)" : "");
+	          rq->errmsg[0] ? rq->errmsg : strerror(-rq->err), more);
 }
 
 /* Every request ends here, on its connection's loop. */

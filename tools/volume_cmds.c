@@ -270,7 +270,7 @@ static int list_print_row(const json_t *v, int width)
 	uint64_t size_bytes, alloc_bytes, snaps = 0;
 	json_t *att = json_object_get(v, "attachments");
 	const char *backing = ctl_str(v, "backing", NULL);
-	char back[256];
+	char back[256], state[16];
 
 	if (ctl_uint(v, "size", "a volume", &size_bytes) < 0)
 		return -EPROTO;
@@ -284,10 +284,11 @@ static int list_print_row(const json_t *v, int width)
 	if (json_object_get(v, "snapshot_count") &&
 	    ctl_uint(v, "snapshot_count", "a volume", &snaps) < 0)
 		return -EPROTO;
-	printf("%-*s  %10s  %10s  %5llu  %7zu  %s\n", width,
+	printf("%-*s  %10s  %10s  %5llu  %7zu  %-5s  %s\n", width,
 	       ctl_printable(ctl_str(v, "name", "?"), name, sizeof(name)),
 	       size_format(size_bytes, size, sizeof(size)), alloc, (unsigned long long)snaps,
 	       json_is_array(att) ? json_array_size(att) : (size_t)0,
+	       ctl_printable(ctl_str(v, "state", "ok"), state, sizeof(state)),
 	       backing ? ctl_printable(backing, back, sizeof(back)) : "-");
 	return 0;
 }
@@ -321,8 +322,8 @@ static int list_print_table(const json_t *reply)
 		rows[i] = json_array_get(volumes, i);
 	qsort(rows, count, sizeof(*rows), by_name);
 	width = name_width(volumes);
-	printf("%-*s  %10s  %10s  %5s  %7s  %s\n", width, "NAME", "SIZE", "ALLOCATED", "SNAPS",
-	       "CLIENTS", "BACKING");
+	printf("%-*s  %10s  %10s  %5s  %7s  %-5s  %s\n", width, "NAME", "SIZE", "ALLOCATED",
+	       "SNAPS", "CLIENTS", "STATE", "BACKING");
 	for (i = 0; i < count && ret == 0; i++)
 		ret = list_print_row(rows[i], width);
 	free(rows);
@@ -404,6 +405,9 @@ static int info_print_human(const json_t *v)
 	if (!json_is_object(v) || ctl_uint(v, "size", "the volume", &size) < 0)
 		return -EPROTO;
 	info_print_string("name:", v, "name");
+	info_print_string("state:", v, "state");
+	if (json_object_get(v, "error"))
+		info_print_string("error:", v, "error");
 	info_print_size("size:", v, "size");
 	info_print_size("allocated:", v, "allocated");
 	info_print_string("backing:", v, "backing");

@@ -125,12 +125,14 @@ build_guest() {
 # vm_start TAG MODE DRIVE [MARKER [HOLD]]: boots the guest in the
 # background (VM_PID) in MODE on the NBD DRIVE (a qemu file= value).  Its
 # console goes to TAG.console, qemu's NBD requests to TAG.trace.
+# no_timer_check: on a loaded host the emulated timer can miss the kernel's
+# IO-APIC check, which then panics ("timer doesn't work through IO-APIC").
 vm_start() {
 	local tag=$1 mode=$2 drive=$3 marker=${4:-} hold=${5:-0}
 	timeout -k 10 "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg -m 256 -nographic \
 		-nodefaults -no-user-config -no-reboot -serial "file:$tag.console" \
 		-kernel "$KERNEL" -initrd initrd.gz \
-		-append "console=ttyS0 panic=-1 quiet blockd.mode=$mode blockd.marker=$marker blockd.hold=$hold" \
+		-append "console=ttyS0 panic=-1 quiet no_timer_check blockd.mode=$mode blockd.marker=$marker blockd.hold=$hold" \
 		-drive "file=$drive,format=raw,if=virtio,cache=none" \
 		-trace nbd_send_request -D "$tag.trace" </dev/null >"$tag.qemu" 2>&1 &
 	VM_PID=$!
