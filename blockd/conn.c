@@ -423,7 +423,7 @@ static void fill_export(struct conn *c, const struct store_target *t,
 	    .read_only = info->read_only,
 	    .multi_conn = true,
 	    .min_block = 1,
-	    .pref_block = 4096,
+	    .pref_block = EXPORT_PREFERRED_BLOCK,
 	    .max_block = PROTO_MAX_PAYLOAD,
 	    .description = t->access == STORE_SNAPSHOT ? NULL : c->description,
 	};

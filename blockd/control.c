@@ -371,6 +371,9 @@ static int get_snapshot(struct control *ctl, struct MHD_Connection *conn, const 
 	return send_json(conn, 200, o);
 }
 
+/* Where a /metrics answer starts: a few volumes' worth; it doubles as needed. */
+#define METRICS_START_BYTES (64u << 10)
+
 /* Appends to a growing text buffer; on failure frees it and leaves it NULL. */
 struct text {
 	char *buf;
@@ -407,7 +410,7 @@ static void emit(struct text *t, const char *fmt, ...)
 static int metrics(struct control *ctl, struct MHD_Connection *conn)
 {
 	static const char *const ops[STATS_OPS] = {"read", "write", "flush", "other"};
-	struct text t = {.buf = malloc(1 << 16), .cap = 1 << 16};
+	struct text t = {.buf = malloc(METRICS_START_BYTES), .cap = METRICS_START_BYTES};
 	struct MHD_Response *resp;
 	struct volume **all;
 	size_t n;
@@ -424,7 +427,7 @@ static int metrics(struct control *ctl, struct MHD_Connection *conn)
 	emit(&t, "# HELP blockd_volume_bytes_total Bytes read and written per volume.\n"
 	         "# TYPE blockd_volume_bytes_total counter\n");
 	for (size_t i = 0; i < n; i++)
-		for (int op = 0; op < 2; op++)
+		for (int op = STATS_READ; op <= STATS_WRITE; op++)
 			emit(&t, "blockd_volume_bytes_total{volume=\"%s\",op=\"%s\"} %llu\n",
 			     volume_name(all[i]), ops[op],
 			     (unsigned long long)atomic_load(&volume_stats(all[i])->bytes[op]));

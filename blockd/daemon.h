@@ -11,6 +11,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Listening sockets: TCP (index 0) and the unix socket (1). */
+#define DAEMON_LISTENERS 2
+
 struct store;
 struct exec;
 struct worker;
@@ -18,7 +21,7 @@ struct worker;
 struct daemon {
 	struct store *store;
 	struct exec *exec;
-	int listen_fd[2]; /* TCP and unix; -1 when absent */
+	int listen_fd[DAEMON_LISTENERS]; /* TCP and unix; -1 when absent */
 	atomic_bool stopping;
 	atomic_uint connections;
 	atomic_uint inflight;

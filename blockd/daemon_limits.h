@@ -6,6 +6,8 @@
 #ifndef BLOCKD_DAEMON_LIMITS_H
 #define BLOCKD_DAEMON_LIMITS_H
 
+#include "proto.h"
+
 /* ------------------------------------------------------------ threads */
 
 /* Event loops (--threads): far above any CPU count we run on; bounds the worker table. */
@@ -108,6 +110,25 @@
 
 /* Data-path errors logged per volume: one line a second, with a count of those left out. */
 #define ERROR_LOG_INTERVAL_SEC 1
+
+/*
+ * The preferred block size exports advertise: the page size, the smallest
+ * write that never makes the page cache read around it.
+ */
+#define EXPORT_PREFERRED_BLOCK 4096u
+
+/*
+ * Request buffers (up to 32 MiB each) come and go all the time: glibc keeps
+ * blocks below HEAP_MMAP_THRESHOLD_BYTES on its heap, reused, instead of
+ * fresh mmap()s that fault in and zero every page again, and gives memory
+ * back to the system only above HEAP_TRIM_THRESHOLD_BYTES of free heap.
+ * The in-flight limits bound what the heap holds.
+ */
+#define HEAP_MMAP_THRESHOLD_BYTES (PROTO_MAX_PAYLOAD + (1u << 20))
+#define HEAP_TRIM_THRESHOLD_BYTES (256u << 20)
+
+/* --cache-size: below 1 MiB of L2 tables a volume thrashes on any workload. */
+#define MIN_CACHE_BYTES (1u << 20)
 
 /* ------------------------------------------------------------- volumes */
 

@@ -15,7 +15,7 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 int log_parse_level(const char *s)
 {
-	for (int i = 0; i < 4; i++)
+	for (int i = LOG_DEBUG; i <= LOG_ERROR; i++)
 		if (strcmp(s, level_names[i]) == 0)
 			return i;
 	return -1;
@@ -33,7 +33,7 @@ bool log_enabled(enum log_level level)
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {
-	char line[1024];
+	char line[LOG_LINE_BYTES];
 	struct timespec ts;
 	struct tm tm;
 	va_list ap;

@@ -10,6 +10,9 @@
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
+/* A longer line is cut: every message names a volume and a few numbers, far below this. */
+#define LOG_LINE_BYTES 1024
+
 /* Parses "debug", "info", "warn" or "error"; -1 for anything else. */
 int log_parse_level(const char *s);
 void log_set_level(enum log_level level);

@@ -192,7 +192,7 @@ static void begin_stop(struct worker *w)
 {
 	w->stopping = true;
 	w->stop_started = now_sec();
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < DAEMON_LISTENERS; i++)
 		if (w->listeners[i].armed)
 			prep_cancel(w, &w->listeners[i]);
 	for (struct conn *c = w->conns, *next; c; c = next) {
@@ -205,7 +205,7 @@ static void on_timer(struct worker *w)
 {
 	time_t now = now_sec();
 
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < DAEMON_LISTENERS; i++)
 		arm_accept(w, i); /* after an accept error, retried once a second */
 	for (struct conn *c = w->conns, *next; c; c = next) {
 		next = c->next;
@@ -278,11 +278,19 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 	}
 }
 
+static bool listening(const struct worker *w)
+{
+	for (int i = 0; i < DAEMON_LISTENERS; i++)
+		if (w->listeners[i].armed)
+			return true;
+	return false;
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < DAEMON_LISTENERS; i++) {
 		w->listeners[i] = (struct listener){
 		    .u = {.kind = UOP_ACCEPT}, .cancel = {.kind = UOP_CANCEL}, .idx = i};
 		arm_accept(w, i);
@@ -291,8 +299,7 @@ static void *worker_main(void *arg)
 	w->timer_op.kind = UOP_TIMER;
 	prep_event(w);
 	prep_timer(w);
-	while (
-	    !(w->stopping && w->n_conns == 0 && !w->listeners[0].armed && !w->listeners[1].armed)) {
+	while (!(w->stopping && w->n_conns == 0 && !listening(w))) {
 		struct io_uring_cqe *cqe;
 		unsigned head, seen = 0;
 		int rc = io_uring_submit_and_wait(&w->ring, 1);

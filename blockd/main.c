@@ -140,7 +140,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		}
 		case 'c':
 			if (size_parse(optarg, &o->cache_bytes) < 0 ||
-			    o->cache_bytes < (1u << 20)) {
+			    o->cache_bytes < MIN_CACHE_BYTES) {
 				fprintf(stderr,
 				        "blockd: --cache-size: expected a size of at least 1M, got "
 				        "\"%s\"\n",
@@ -362,13 +362,8 @@ int main(int argc, char **argv)
 	if (parse_options(argc, argv, &o) < 0)
 		return 2;
 	raise_fd_limit();
-	/*
-	 * Request buffers (up to 32 MiB each) come and go all the time: keep
-	 * them on the heap, reused, instead of fresh mmap()s that fault in and
-	 * zero every page again.  In-flight limits bound what the heap holds.
-	 */
-	mallopt(M_MMAP_THRESHOLD, (int)PROTO_MAX_PAYLOAD + (1 << 20));
-	mallopt(M_TRIM_THRESHOLD, 256 << 20);
+	mallopt(M_MMAP_THRESHOLD, (int)HEAP_MMAP_THRESHOLD_BYTES);
+	mallopt(M_TRIM_THRESHOLD, (int)HEAP_TRIM_THRESHOLD_BYTES);
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -441,7 +436,7 @@ int main(int argc, char **argv)
 		worker_wake(workers[i]);
 	for (unsigned i = 0; i < started; i++)
 		worker_join(workers[i]);
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < DAEMON_LISTENERS; i++)
 		if (d.listen_fd[i] >= 0)
 			close(d.listen_fd[i]);
 	if (d.listen_fd[1] >= 0)

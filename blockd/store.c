@@ -125,9 +125,8 @@ static void free_snaps(struct store_snapshot *s, uint32_t n)
 	free(s);
 }
 
-/* The snapshot list of IMG (its lock held), keeping counts already known in OLD. */
-static int read_snaps(struct qcow_image *img, const struct store_snapshot *old, uint32_t n_old,
-                      struct store_snapshot **out, uint32_t *n_out)
+/* The snapshot list of IMG (its lock held). */
+static int read_snaps(struct qcow_image *img, struct store_snapshot **out, uint32_t *n_out)
 {
 	uint32_t n = qcow_snapshot_count(img), kept = 0;
 	struct qcow_snapshot_info si;
@@ -151,12 +150,6 @@ static int read_snaps(struct qcow_image *img, const struct store_snapshot *old, 
 		e->date_sec = si.date_sec;
 		e->date_nsec = si.date_nsec;
 		e->disk_size = si.disk_size_bytes;
-		for (uint32_t j = 0; j < n_old; j++)
-			if (strcmp(old[j].id, e->id) == 0 && old[j].date_sec == e->date_sec &&
-			    old[j].date_nsec == e->date_nsec && old[j].stored_known) {
-				e->stored_known = true;
-				e->stored = old[j].stored;
-			}
 		kept++;
 	}
 	*out = s;
@@ -181,16 +174,22 @@ void store_snapshots_changed(struct volume *vol)
 	struct store_snapshot *s, *old;
 	uint32_t n, n_old;
 
-	pthread_mutex_lock(&st->lock);
-	old = vol->snaps;
-	n_old = vol->n_snaps;
-	pthread_mutex_unlock(&st->lock);
-	/* Only the caller (serialised by manage.c) replaces the list, so OLD stays. */
-	if (read_snaps(vol->main.img, old, n_old, &s, &n) < 0) {
+	if (read_snaps(vol->main.img, &s, &n) < 0) {
 		log_error("volume %s: out of memory reading its snapshots", vol->name);
 		return;
 	}
 	pthread_mutex_lock(&st->lock);
+	old = vol->snaps;
+	n_old = vol->n_snaps;
+	/* Counts already known stay: a snapshot never changes. */
+	for (uint32_t i = 0; i < n; i++)
+		for (uint32_t j = 0; j < n_old; j++)
+			if (old[j].stored_known && strcmp(old[j].id, s[i].id) == 0 &&
+			    old[j].date_sec == s[i].date_sec &&
+			    old[j].date_nsec == s[i].date_nsec) {
+				s[i].stored_known = true;
+				s[i].stored = old[j].stored;
+			}
 	vol->snaps = s;
 	vol->n_snaps = n;
 	pthread_mutex_unlock(&st->lock);
@@ -393,7 +392,7 @@ static int open_volume(struct store *st, const char *name, struct volume **out, 
 	rc = image_open(&vol->main, vol->path, vol->fd, NULL, st->cache_bytes, err, errlen);
 	if (rc < 0)
 		goto out_error;
-	rc = read_snaps(vol->main.img, NULL, 0, &vol->snaps, &vol->n_snaps);
+	rc = read_snaps(vol->main.img, &vol->snaps, &vol->n_snaps);
 	if (rc < 0) {
 		image_close(&vol->main, vol->name);
 		snprintf(err, errlen, "out of memory");

@@ -161,7 +161,7 @@ struct worker {
 	unsigned id;
 	struct io_uring ring;
 	pthread_t thread;
-	struct listener listeners[2];
+	struct listener listeners[DAEMON_LISTENERS];
 	struct uop event_op, timer_op;
 	int efd;
 	uint64_t efd_buf;
