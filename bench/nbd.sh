@@ -6,13 +6,14 @@
 #
 #   bench/nbd.sh [--quick] [--rows LIST] [--runtime S] [--ramp S] [--size SIZE]
 #                [--blockd PATH] [--blockctl PATH] [--blockd-args 'ARGS']
-#                [--rounds N] [--stand-in] [--keep DIR]
+#                [--rounds N] [--stand-in] [--keep DIR] [--baseline PATH]
 #
 # Every server gets, for every row, a fresh copy of the image in a folder of
 # its own and is stopped after the row (blockd with SIGTERM: it must exit).
 # The servers take turns row by row (blockd, qemu-nbd none, qemu-nbd
 # writeback; then the next row) so that noise on a shared machine falls on
-# all of them alike.  Read rows and overwrite rows use a copy of one image
+# all of them alike.  --baseline adds an older blockd binary as a fourth
+# column, taking its turn the same way, to measure a change of blockd.  Read rows and overwrite rows use a copy of one image
 # whose every cluster was written beforehand (qemu-io, before any server
 # starts); allocating rows start from an empty image.
 set -euo pipefail
@@ -29,6 +30,7 @@ ramp=
 fill=
 standin=0
 keep=
+baseline=
 rounds=1
 
 usage() {
@@ -49,6 +51,8 @@ Options:
   --rounds N         run every row N times (servers still taking turns) and
                      print the median (default 1)
   --keep DIR         keep every fio JSON output and server log in DIR
+  --baseline PATH    another blockd binary (e.g. built from an older commit) as a
+                     fourth column, and the ratio blockd / baseline
 Rows:
 EOF
 	for r in "${rows[@]}"; do printf '  %-14s %s\n' "$r" "${desc[$r]}"; done
@@ -81,6 +85,7 @@ while [ $# -gt 0 ]; do
 	--stand-in) standin=1 ;;
 	--keep) keep=$2; shift ;;
 	--rounds) rounds=$2; shift ;;
+	--baseline) baseline=$2; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "unknown option $1 (see --help)" >&2; exit 1 ;;
 	esac
@@ -151,7 +156,11 @@ qemu-img check -q "$dir/full.qcow2"
 
 servers=(blockd none writeback)
 notes=()
-declare -A label=([blockd]=blockd [none]="qemu-nbd none" [writeback]="qemu-nbd writeback")
+declare -A label=([blockd]=blockd [none]="qemu-nbd none" [writeback]="qemu-nbd writeback" [baseline]="blockd baseline")
+if [ -n "$baseline" ]; then
+	[ -x "$baseline" ] || { echo "no blockd at $baseline (--baseline)" >&2; exit 1; }
+	servers+=(baseline)
+fi
 [ $standin = 1 ] && label[blockd]="blockd (stand-in: qemu-nbd writeback)"
 
 # start SERVER RUNDIR: serves RUNDIR/volumes/vol.qcow2 as export "vol" on
@@ -168,6 +177,9 @@ start() {
 			# shellcheck disable=SC2086 # blockd_args is a list of options
 			"$blockd" --data-dir "$run" --listen 127.0.0.1:0 --socket "$sock" $blockd_args 2>"$run/server.log" &
 		fi ;;
+	baseline)
+		# shellcheck disable=SC2086 # blockd_args is a list of options
+		"$baseline" --data-dir "$run" --listen 127.0.0.1:0 --socket "$sock" $blockd_args 2>"$run/server.log" & ;;
 	none) "${q[@]}" --cache=none --aio=io_uring "$img" 2>"$run/server.log" & ;;
 	writeback) "${q[@]}" --cache=writeback "$img" 2>"$run/server.log" & ;;
 	esac
@@ -350,13 +362,22 @@ ratio() {
 echo
 echo "fio $(fio --version | sed 's/^fio-//'), nbd engine; ${runtime} s per row after ${ramp} s ramp$([ "$rounds" -gt 1 ] && echo ", median of $rounds rounds"); prefilled image ${fill}, 64 KiB clusters$([ $standin = 1 ] && echo "; STAND-IN: the blockd column is qemu-nbd --cache=writeback")"
 echo
-echo "| row | blockd | qemu-nbd none | qemu-nbd writeback | ratio vs none | ratio vs writeback |"
-echo "|---|---:|---:|---:|---:|---:|"
+if [ -n "$baseline" ]; then
+	echo "| row | blockd | qemu-nbd none | qemu-nbd writeback | blockd baseline | ratio vs none | ratio vs writeback | ratio vs baseline |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+else
+	echo "| row | blockd | qemu-nbd none | qemu-nbd writeback | ratio vs none | ratio vs writeback |"
+	echo "|---|---:|---:|---:|---:|---:|"
+fi
 for row in "${selected[@]}"; do
-	echo "| ${desc[$row]} (\`$row\`) | $(cell "$row" blockd) | $(cell "$row" none) | $(cell "$row" writeback) | $(ratio "$row" none) | $(ratio "$row" writeback) |"
+	if [ -n "$baseline" ]; then
+		echo "| ${desc[$row]} (\`$row\`) | $(cell "$row" blockd) | $(cell "$row" none) | $(cell "$row" writeback) | $(cell "$row" baseline) | $(ratio "$row" none) | $(ratio "$row" writeback) | $(ratio "$row" baseline) |"
+	else
+		echo "| ${desc[$row]} (\`$row\`) | $(cell "$row" blockd) | $(cell "$row" none) | $(cell "$row" writeback) | $(ratio "$row" none) | $(ratio "$row" writeback) |"
+	fi
 done
 echo
-echo "ratio = blockd / qemu-nbd (above 1: blockd is faster)"
+echo "ratio = blockd / the other server (above 1: blockd is faster)"
 if [ ${#notes[@]} -gt 0 ]; then
 	echo
 	echo "Notes:"

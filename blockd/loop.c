@@ -71,8 +71,13 @@ struct io_uring_sqe *ring_sqe(struct worker *w, struct uop *u)
 
 static void prep_accept(struct worker *w, struct listener *l)
 {
-	struct io_uring_sqe *sqe = ring_sqe(w, &l->u);
+	struct io_uring_sqe *sqe;
 
+	if (w->stopping) { /* deferred, and the stop came first: nothing to cancel */
+		l->armed = false;
+		return;
+	}
+	sqe = ring_sqe(w, &l->u);
 	if (sqe)
 		io_uring_prep_accept(sqe, w->d->listen_fd[l->idx], NULL, NULL, SOCK_CLOEXEC);
 }
