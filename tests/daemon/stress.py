@@ -643,7 +643,7 @@ class Snaps:
             return self.snaps[name]
 
 
-def delete_snapshot(ctx, vol, snaps, readers_ok=True):
+def delete_snapshot(ctx, vol, snaps):
     """Deletes one snapshot.  409 is the answer while a reader holds
     VOL@SNAP: a 204 while a reader was attached all through the call fails
     the run.  A 409 otherwise (a reader that just left is detached a moment
@@ -722,7 +722,6 @@ class WRole:
     def writer(self, i):
         ctx, j = self.ctx, self.j
         c = connect(ctx, self.vol, self.via)
-        self.conns[i] = c
         self.ready.release()
         while not ctx.stop.is_set():
             # FLUSH and FUA, each an fsync under the image's lock, a few
@@ -959,7 +958,6 @@ class WRole:
 
     def run(self):
         ctx = self.ctx
-        self.conns = [None] * WRITERS
         self.ready = threading.Semaphore(0)
         self.others_done = threading.Event()
         threads = [spawn(ctx, "writer%d" % i, self.writer, i) for i in range(WRITERS)]
@@ -1408,9 +1406,10 @@ def run_role(role, data_dir, port, pid, seconds, out):
         ctx.stop.wait(0.1)
     ctx.stop.set()
     ctx.log("stopping")
-    # Threads finish what they are doing; one stuck in a request for longer
-    # than the bound is reported, and after a while longer given up on.
-    give_up = now() + 3 * ctx.bound + 5
+    # Threads finish what they are doing (a clone, say, with its delete's
+    # grace time); one stuck in a request for longer than the bound was
+    # reported by the watchdog, and after a while longer is given up on.
+    give_up = now() + 3 * ctx.bound + 2 * ctx.grace + 10
     for th in threads:
         th.join(max(0.0, give_up - now()))
     stuck = [th.name for th in threads if th.is_alive()]
