@@ -1447,7 +1447,7 @@ def summary(ctx):
                         max([lag for _, lag in ctx.lags] or [0])))
     with open(os.path.join(ctx.out, "slowest." + ctx.role), "w") as f:
         for k, v in sorted(ctx.slowest.items(), key=lambda kv: -kv[1][0]):
-            f.write("%.3f\t%s\t%s (%.3f s, the client held up for the rest)\n"
+            f.write("%.3f\t%s\t%s (measured %.3f s, the rest the client could not run)\n"
                     % (v[0], k, v[2], v[1]))
 
 
