@@ -138,6 +138,6 @@ for f in "$DIR"/volumes/* "$DIR"/bases/*; do
 	[[ $f == *.qcow2 ]] || fail "stray file $f left in the data directory"
 	qemu_check "$f"
 done
-echo "slowest requests (seconds, kind, example):"
+echo "slowest requests (seconds the client could run while waiting; kind; example):"
 sort -rn "$OUT"/slowest.* | awk -F'\t' '!seen[$2]++' | head -n 12 | cut -c1-160
 echo "PASS: ${SECONDS_TO_RUN} s of concurrent clients"
