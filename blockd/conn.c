@@ -429,16 +429,28 @@ static void fill_export(struct conn *c, const struct store_target *t,
 	};
 }
 
+/*
+ * The lookup callback.  For GO and EXPORT_NAME it also attaches, in the
+ * same step as the answer, so that no other host can take the volume
+ * between the client hearing yes and its first request.
+ */
 static int conn_lookup(void *opaque, const char *name, size_t len, struct proto_export *out)
 {
 	struct conn *c = opaque;
+	struct store *st = c->w->d->store;
 	struct store_target_info info;
 	struct store_target t;
 	int rc;
 
+	if (c->att) { /* claimed by an earlier GO the machine then refused: not ours to keep */
+		store_detach(c->att);
+		c->att = NULL;
+	}
 	if (!parse_target(name, len, &t))
 		return -ENOENT;
-	rc = store_lookup(c->w->d->store, &t, c->peer, &info, &c->wait);
+	rc = store_lookup(st, &t, c->peer, &info, &c->wait);
+	if (rc == 0 && proto_server_lookup_starts_transmission(c->ps))
+		rc = store_attach(st, &t, c->peer, &info, &c->att);
 	if (rc == -EINPROGRESS) {
 		/* Valid names are short: it fits. */
 		memcpy(c->lookup_name, name, len);
@@ -511,29 +523,16 @@ static const char *disc_reason(enum proto_disconnect_reason r)
 	return "protocol error";
 }
 
+/* Transmission begins on the export the lookup attached to. */
 static void conn_start_export(struct conn *c, const struct proto_action *act)
 {
-	struct store_target_info info;
-	struct store_target t;
-	int rc = -ENOENT;
-
-	if (parse_target(act->export.name, act->export.name_len, &t))
-		rc = store_attach(c->w->d->store, &t, c->peer, &info, &c->att);
-	if (rc < 0) {
-		log_warn("connection %llu from %s: export %s went away or was taken during the "
-		         "handshake",
-		         (unsigned long long)c->id, c->peer, act->export.name);
-		c->closing = true;
-		c->close_reason = "export unavailable";
-		return;
-	}
 	c->im = attachment_image(c->att);
 	c->stats = attachment_stats(c->att);
 	c->structured = act->export.structured;
 	c->context_id = act->export.context_id;
 	snprintf(c->export_name, sizeof(c->export_name), "%s", act->export.name);
 	log_info("connection %llu from %s: export %s (%s)", (unsigned long long)c->id, c->peer,
-	         c->export_name, info.read_only ? "read-only" : "read-write");
+	         c->export_name, act->export.info.read_only ? "read-only" : "read-write");
 }
 
 /* ------------------------------------------------------------------ input */

@@ -177,6 +177,14 @@ enum proto_action_type proto_server_step(struct proto_server *s, const void *in,
  */
 int proto_server_lookup_done(struct proto_server *s, int rc, const struct proto_export *found);
 
+/*
+ * Inside the lookup callback, or while its answer is awaited: true when a
+ * successful answer starts transmission (GO, EXPORT_NAME), false when it
+ * only informs (INFO).  Lets the callee claim the export in the same step
+ * as it answers, so that nothing can take it between the two.
+ */
+bool proto_server_lookup_starts_transmission(const struct proto_server *s);
+
 /* True once the handshake is over and requests are being parsed. */
 bool proto_server_in_transmission(const struct proto_server *s);
 

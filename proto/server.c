@@ -69,6 +69,11 @@ void proto_server_free(struct proto_server *s)
 	free(s);
 }
 
+bool proto_server_lookup_starts_transmission(const struct proto_server *s)
+{
+	return s->opt == NBD_OPT_GO || s->opt == NBD_OPT_EXPORT_NAME;
+}
+
 bool proto_server_in_transmission(const struct proto_server *s)
 {
 	return s->state == ST_REQ_HDR || s->state == ST_REQ_DATA;

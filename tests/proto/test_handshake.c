@@ -697,3 +697,55 @@ Test(proto_handshake, export_name_with_meta_context)
 	result_free(&r);
 	buf_free(&in);
 }
+
+/* What proto_server_lookup_starts_transmission() said at each lookup, in order. */
+static struct proto_server *probe_server;
+static char probe_seen[8];
+static size_t probe_n;
+
+static int probe_lookup(void *opaque, const char *name, size_t name_len, struct proto_export *out)
+{
+	(void)opaque;
+	if (probe_n < sizeof(probe_seen))
+		probe_seen[probe_n++] =
+		    proto_server_lookup_starts_transmission(probe_server) ? 'T' : 'i';
+	return test_lookup(NULL, name, name_len, out);
+}
+
+static void probe_session(const struct buf *in, const char *want)
+{
+	struct proto_server_config cfg = {.lookup = probe_lookup};
+	struct proto_action act;
+	size_t pos = 0, used;
+
+	probe_n = 0;
+	cr_assert_eq(proto_server_new(&cfg, &probe_server), 0);
+	while (proto_server_step(probe_server, in->p + pos, in->len - pos, &used, &act) !=
+	       PROTO_ACT_NEED_INPUT) {
+		pos += used;
+		if (act.type == PROTO_ACT_DISCONNECT)
+			break;
+	}
+	cr_assert_eq(probe_n, strlen(want));
+	cr_assert(!memcmp(probe_seen, want, probe_n), "lookups %.*s, want %s", (int)probe_n,
+	          probe_seen, want);
+	proto_server_free(probe_server);
+}
+
+/* The lookup knows whether transmission follows: INFO informs, GO and EXPORT_NAME start it. */
+Test(proto_handshake, lookup_knows_whether_transmission_follows)
+{
+	struct buf in = {0};
+
+	c_flags(&in, 3);
+	c_info(&in, NBD_OPT_INFO, "disk", 0, NULL);
+	c_info(&in, NBD_OPT_GO, "nope", 0, NULL);
+	c_info(&in, NBD_OPT_INFO, "ro", 0, NULL);
+	c_info(&in, NBD_OPT_GO, "disk", 0, NULL);
+	probe_session(&in, "iTiT");
+	buf_free(&in);
+	c_flags(&in, 3);
+	c_opt(&in, NBD_OPT_EXPORT_NAME, "disk", 4);
+	probe_session(&in, "T");
+	buf_free(&in);
+}
