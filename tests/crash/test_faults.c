@@ -8,9 +8,11 @@
  * qcow_create to qcow_close.  For every N:
  *   - no call fails before the fault fires, and none crashes;
  *   - a flush during which the fault fired fails;
- *   - fencing (DESIGN.md invariant 5): once a qcow_flush has failed, or a
- *     sync has failed anywhere, no later qcow_flush on that handle succeeds
- *     and qcow_close reports an error;
+ *   - fencing: an I/O error fails the flush it happens in and fences the
+ *     image, so once a qcow_flush has failed, or a sync has failed
+ *     anywhere, no later qcow_flush on that handle succeeds (none may
+ *     claim durability until the image is reopened and checked) and
+ *     qcow_close reports an error;
  *   - the file as written so far (the handle abandoned, or closed), reopened
  *     with working ops, opens read-only and read-write, qcow_check finds no
  *     corruption, and the guest reads what the last successful flush made
@@ -414,7 +416,7 @@ static struct run_result run_once(const struct fault_cfg *cfg, const struct work
 			F_EXPECT(
 			    cfg, &f, !(fenced && rc == 0), "flush succeeds after fence",
 			    "op %u: qcow_flush succeeded after an earlier %s failed on the same "
-			    "handle (DESIGN.md invariant 5)",
+			    "handle (a failed flush fences the image)",
 			    i, flush_failed ? "flush" : "sync");
 			if (rc == 0 && !fenced)
 				gm_flushed(&m, f.events);

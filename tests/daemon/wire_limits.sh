@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Backpressure and early EOF on the wire (conformance checklist 18 and 19):
+# Backpressure and early EOF on the wire:
 # a client that never reads replies cannot make blockd buffer without
 # bound, duplicate cookies are answered, and EOF with requests in flight,
 # EOF inside a WRITE payload and requests after DISC leave it serving;
