@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * nbd_wire.h - NBD wire constants (notes/nbd.md sections 2 and 3).  All
- * integers on the wire are big-endian.  Do not include together with
+ * nbd_wire.h - NBD wire constants (NBD protocol, 'Protocol phases' and
+ * 'Values').  All integers on the wire are big-endian.  Do not include together with
  * <linux/nbd.h>, whose names overlap.
  */
 #ifndef BLOCKD_NBD_WIRE_H

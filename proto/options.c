@@ -6,7 +6,9 @@
  * never buffered whole: integers collect in s->acc, strings of up to
  * PROTO_MAX_STRING bytes in s->name / s->query, everything else is counted
  * and dropped.  Every inner length is checked against what is left of the
- * option before anything is read (notes/nbd.md 2.7, CVE-2022-26496), and a
+ * option before anything is read (NBD protocol, 'Option types': a name
+ * length MUST be no larger than the option data length - 6, a query
+ * running past the option is NBD_REP_ERR_INVALID; CVE-2022-26496), and a
  * bad option is consumed to its end before its error reply, so the session
  * stays in sync.  The reply is decided when the last byte is in.
  *

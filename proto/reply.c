@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * reply.c - transmission flags and the reply encoders (notes/nbd.md 3.1,
- * 3.3).  Pure functions: no state, no allocation.  The encoders enforce
+ * reply.c - transmission flags and the reply encoders (NBD protocol,
+ * 'Transmission flags', 'Simple reply message', 'Structured reply chunk
+ * message' and 'Structured reply types').  Pure functions: no state, no
+ * allocation.  The encoders enforce
  * the chunk rules clients check strictly (libnbd drops the connection on a
  * violation): OFFSET_DATA/HOLE lengths > 0, extents > 0 and inside the
  * request (CVE-2025-47711: clamp what the backend says), error chunks

@@ -4,7 +4,9 @@
  * exactly one place (validate_request), and skipping or passing on WRITE
  * payloads.
  *
- * Policy (notes/nbd.md section 10, qemu-nbd's column with our exceptions):
+ * Policy (NBD protocol, 'Request types', 'Command flags', 'Block size
+ * constraints' and 'Error values'; where they leave a choice, as qemu-nbd
+ * answers):
  * a bad magic (also the extended-header magic, never negotiated here) or a
  * WRITE payload over PROTO_MAX_PAYLOAD drops the connection; everything
  * else gets an error reply and the session goes on: unknown command or

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * check.c - consistency check and refcount rebuild, modelled on what
- * qemu-img check verifies (notes/qcow2.md section 15).
+ * `qemu-img check` verifies (qemu-img(1), 'check'): every refcount against
+ * the references the qcow2 spec's 'Host cluster management' counts.
  *
  * The walk counts one reference per host cluster for everything reachable:
  * the header, the refcount table and blocks, the active L1 table and every

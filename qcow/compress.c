@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * compress.c - compressed clusters (notes/qcow2.md section 7): reading
- * deflate (raw, no zlib header) and zstd clusters, and writing them.
+ * compress.c - compressed clusters (qcow2 spec, 'Compressed Clusters
+ * Descriptor' under 'Cluster mapping', and the header's compression_type):
+ * reading deflate (raw, no zlib header) and zstd clusters, and writing them.
  *
  * Written clusters are packed back to back into a host cluster that is
  * filled in order; each compressed cluster adds one reference to every

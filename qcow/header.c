@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * header.c - parsing and validating the qcow2 header and its extensions
- * (notes/qcow2.md sections 1-3 and 14), and rewriting it in place.
+ * (qcow2 spec, 'Header' with its feature bits and 'Additional fields',
+ * 'Header padding', 'Header extensions' and 'Feature name table'; what
+ * qemu-iotests 080 crafts is refused), and rewriting it in place.
  *
  * Every field is checked against qcow_limits.h before anything is sized from
  * it.  The header bytes are kept as read, so a rewrite changes only the

@@ -19,7 +19,7 @@
 
 #define QCOW_MAGIC 0x514649fbu
 
-/* Header byte offsets (notes/qcow2.md section 1). */
+/* Header byte offsets (qcow2 spec, 'Header'). */
 enum {
 	HDR_MAGIC = 0,
 	HDR_VERSION = 4,

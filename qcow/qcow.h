@@ -12,7 +12,7 @@
  * the caller serialises calls on one image.  After a failed call,
  * qcow_last_error() says what went wrong in one line that names the file.
  *
- * Crash safety (DESIGN.md): metadata is cached and written back on
+ * Crash safety: metadata is cached and written back on
  * qcow_flush(), on cache pressure and on qcow_close(), always in the order
  * data -> refcount blocks -> L2 tables -> L1/header, with a sync between the
  * steps, so that a crash can leak clusters but never make an L2 entry point

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * snapshot.c - internal snapshots (notes/qcow2.md section 9): the snapshot
+ * snapshot.c - internal snapshots (qcow2 spec, 'Snapshots'): the snapshot
  * table, and create, delete and revert.
  *
  * A snapshot is a saved copy of the L1 table.  Creating one adds one

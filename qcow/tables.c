@@ -2,7 +2,11 @@
 /*
  * tables.c - loading L2 tables and refcount blocks into their caches, and
  * writing metadata back in the order that keeps an image consistent
- * across a crash (DESIGN.md invariants 1 and 2, notes/qcow2.md section 13):
+ * across a crash: no cluster is referenced by an L2 entry on disk before
+ * the refcount that owns it is (unless the image is marked dirty, see
+ * below), and no metadata reaches the disk before the data it points at.
+ * (Refcounts as the qcow2 spec's 'Host cluster management' keeps them,
+ * mappings as its 'Cluster mapping'.)  The order:
  *
  *   1. sync guest data written so far;
  *   2. write refcount blocks (increments only), sync, then the refcount

@@ -35,18 +35,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "memfile.h"
+#include "harness.h"
 #include "qcow.h"
 #include "testutil.h"
-#include "recorder.h"
-
-#define KiB (1024ull)
-#define MiB (1024ull * KiB)
 
 /* ---- the test ---------------------------------------------------------- */
-
-/* The test's private directory (qemu-img's copies of states), removed by the fini. */
-static char g_dir[256];
 
 struct crash_cfg {
 	const char *name;
@@ -74,19 +67,9 @@ struct crash {
 	bool have_qemu;
 	/* The state being checked, for messages. */
 	unsigned state_no;
-	size_t durable, max_events;
-	size_t *subset;
-	size_t nsubset;
-	size_t torn_ev;
-	uint64_t torn_len;
+	struct crash_state st;
 	unsigned qemu_checks;
-	unsigned failures;
-	struct fail_kind {
-		const char *name;
-		unsigned count;
-	} kinds[16];
-	int nkinds;
-	char first[9000];
+	struct fail_tally fails;
 };
 
 static void describe_state(const struct crash *c)
@@ -95,61 +78,17 @@ static void describe_state(const struct crash *c)
 	        "crash_replay[%s]: seed=0x%" PRIx64
 	        " state %u: events [0,%zu) + subset of [%zu,%zu)"
 	        " (%zu events total, create ended at %zu)\n",
-	        c->cfg->name, c->seed, c->state_no, c->durable, c->durable, c->max_events,
+	        c->cfg->name, c->seed, c->state_no, c->st.durable, c->st.durable, c->st.max_events,
 	        c->rec.nev, c->create_end);
-	for (size_t i = 0; i < c->nsubset; i++) {
-		const struct event *e = &c->rec.ev[c->subset[i]];
-		fprintf(stderr, "  + event %zu %s off=%" PRIu64 " len=%" PRIu64 "%s\n",
-		        c->subset[i], ev_names[e->kind], e->off, e->len,
-		        c->subset[i] == c->torn_ev ? " (torn)" : "");
-		if (c->subset[i] == c->torn_ev)
-			fprintf(stderr, "    torn after %" PRIu64 " bytes\n", c->torn_len);
-	}
-	fprintf(stderr, "  reproduce: BLOCKD_TEST_SEED=0x%" PRIx64 "\n", c->seed);
-	if (getenv("BLOCKD_CRASH_EVENTS")) {
-		/* The whole log up to the state, with the guest operations. */
-		size_t op = 0;
-		for (size_t i = 0; i < c->max_events && i < c->rec.nev; i++) {
-			for (; op < c->model.nops && c->model.ops[op].ev_start == i; op++)
-				fprintf(stderr,
-				        "  -- guest op %zu: kind %d off=%" PRIu64 " len=%" PRIu64
-				        "\n",
-				        op, (int)c->model.ops[op].kind, c->model.ops[op].off,
-				        c->model.ops[op].len);
-			for (size_t f = 0; f < c->model.nflushes; f++)
-				if (c->model.flushes[f].ev_end == i)
-					fprintf(stderr, "  -- flush returned\n");
-			const struct event *e = &c->rec.ev[i];
-			fprintf(stderr, "  event %zu %s off=0x%" PRIx64 " len=%" PRIu64 "\n", i,
-			        ev_names[e->kind], e->off, e->len);
-		}
-	}
+	state_describe(&c->st, &c->rec, &c->model, c->seed, NULL, NULL);
 }
 
-#define MAX_DETAILED 2
-#define MAX_KINDS    16
-
-static unsigned kind_count(const struct crash *c, const char *kind)
-{
-	for (int k = 0; k < c->nkinds; k++)
-		if (!strcmp(c->kinds[k].name, kind))
-			return c->kinds[k].count;
-	return 0;
-}
-
-/* Counts a failed state by kind; the first few are described in full. */
+/* Counts a failed state by kind; the first few of each are described in full. */
 __attribute__((format(printf, 3, 4))) static void state_failed(struct crash *c, const char *kind,
                                                                const char *fmt, ...)
 {
-	int k = 0;
-	while (k < c->nkinds && strcmp(c->kinds[k].name, kind))
-		k++;
-	if (k == c->nkinds && c->nkinds < MAX_KINDS)
-		c->kinds[c->nkinds++] = (struct fail_kind){.name = kind};
-	unsigned seen = k < MAX_KINDS ? c->kinds[k].count++ : MAX_DETAILED;
-	c->failures++;
-	if (seen >= MAX_DETAILED)
-		return; /* the first few of each kind are described */
+	if (!tally_add(&c->fails, kind))
+		return;
 	char msg[4096];
 	va_list ap;
 	va_start(ap, fmt);
@@ -157,125 +96,52 @@ __attribute__((format(printf, 3, 4))) static void state_failed(struct crash *c, 
 	va_end(ap);
 	describe_state(c);
 	fprintf(stderr, "  FAILED (%s): %s\n", kind, msg);
-	if (c->failures == 1)
-		snprintf(c->first, sizeof(c->first), "state %u: %s: %s", c->state_no, kind, msg);
+	if (c->fails.count == 1)
+		snprintf(c->fails.first, sizeof(c->fails.first), "state %u: %s: %s", c->state_no,
+		         kind, msg);
 }
 
-#define STATE_CHECK(c, img, cond, kind, ...)                                                       \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			state_failed(c, kind, __VA_ARGS__);                                        \
-			if (img)                                                                   \
-				qcow_abandon(img);                                                 \
-			return false;                                                              \
-		}                                                                                  \
-	} while (0)
-
-static void pick_range(struct crash *c, uint64_t maxclusters, uint64_t *off, uint64_t *len)
+static void pick(struct crash *c, uint64_t maxclusters, uint64_t *off, uint64_t *len)
 {
-	uint64_t cs = c->cfg->cluster_size, g = c->cfg->guest_size;
-	uint64_t o, l;
-	switch (tu_below(&c->rng, 4)) {
-	case 0:
-		o = tu_below(&c->rng, g);
-		l = tu_range(&c->rng, 1, 4096);
-		break;
-	case 1: {
-		uint64_t b = tu_range(&c->rng, 1, g / cs - 1) * cs;
-		o = b - tu_range(&c->rng, 1, cs < 8192 ? cs : 8192);
-		l = (b - o) + tu_range(&c->rng, 1, cs < 8192 ? cs : 8192);
-		break;
-	}
-	case 2:
-		o = tu_below(&c->rng, g / cs) * cs;
-		l = cs * tu_range(&c->rng, 1, maxclusters);
-		break;
-	default:
-		o = tu_below(&c->rng, g / 512) * 512;
-		l = 512 * tu_range(&c->rng, 1, maxclusters * cs / 512);
-		break;
-	}
-	if (l > g - o)
-		l = g - o;
-	*off = o;
-	*len = l;
-}
-
-static struct qcow_image *open_rec(struct crash *c)
-{
-	char err[512] = "";
-	struct qcow_open_opts o = {.path = "crash.qcow2",
-	                           .ops = &rec_ops,
-	                           .ctx = &c->rec,
-	                           .flags = QCOW_OPEN_RDWR,
-	                           .l2_cache_bytes = c->cfg->cache_bytes,
-	                           .refcount_cache_bytes = c->cfg->cache_bytes};
-	struct qcow_image *img;
-	int rc = qcow_open(&o, &img, err, sizeof(err));
-	cr_assert_eq(rc, 0, "qcow_open on the recorder: %s: %s (seed=0x%" PRIx64 ")", strerror(-rc),
-	             err, c->seed);
-	return img;
+	pick_range(&c->rng, c->cfg->cluster_size, c->cfg->guest_size, maxclusters, true, off, len);
 }
 
 static void run_workload(struct crash *c)
 {
 	const struct crash_cfg *cfg = c->cfg;
-	char err[512] = "";
-	struct qcow_create_opts co = {
-	    .path = "crash.qcow2",
-	    .ops = &rec_ops,
-	    .ctx = &c->rec,
-	    .size_bytes = cfg->guest_size,
-	    .cluster_size = cfg->cluster_size,
-	    .refcount_bits = cfg->refcount_bits,
-	    .lazy_refcounts = cfg->lazy_refcounts,
-	};
-	int rc = qcow_create(&co, err, sizeof(err));
-	cr_assert_eq(rc, 0, "qcow_create on the recorder: %s: %s", strerror(-rc), err);
+	int rc;
+	rec_create(&c->rec, cfg->guest_size, cfg->cluster_size, cfg->refcount_bits,
+	           cfg->lazy_refcounts);
 	c->create_end = c->rec.nev;
 
-	struct qcow_image *img = open_rec(c);
+	struct qcow_image *img = rec_open(&c->rec, cfg->cache_bytes, c->seed);
 	unsigned until_flush = (unsigned)tu_range(&c->rng, 1, 6);
 	uint64_t cs = cfg->cluster_size;
 	uint64_t zmax = cfg->max_write_clusters * 2 > 8 ? cfg->max_write_clusters * 2 : 8;
 	for (unsigned i = 0; i < cfg->nops; i++) {
 		uint64_t off, len;
-		size_t ev_start = c->rec.nev;
 		unsigned r = (unsigned)tu_below(&c->rng, 100);
-		struct gop *g;
 		tu_watch("crash_replay[%s]: seed=0x%" PRIx64 ": workload op %u", cfg->name, c->seed,
 		         i);
 		if (r < 60) {
-			pick_range(c, cfg->max_write_clusters, &off, &len);
+			pick(c, cfg->max_write_clusters, &off, &len);
 			tu_fill(&c->rng, c->wbuf, len);
-			rc = qcow_write(img, c->wbuf, off, len);
-			cr_assert_eq(rc, 0, "op %u: qcow_write(%" PRIu64 ", %" PRIu64 "): %s: %s",
-			             i, off, len, strerror(-rc), qcow_last_error(img));
-			g = gm_add(&c->model, GOP_WRITE, off, len, c->wbuf, ev_start);
+			guest_op(img, &c->model, &c->rec, GOP_WRITE, off, len, c->wbuf, 0, cs);
 		} else if (r < 78) {
-			pick_range(c, zmax, &off, &len);
+			pick(c, zmax, &off, &len);
 			unsigned fl = r < 69 ? QCOW_ZERO_MAY_UNMAP : 0;
-			rc = qcow_write_zeroes(img, off, len, fl);
-			cr_assert_eq(rc, 0,
-			             "op %u: qcow_write_zeroes(%" PRIu64 ", %" PRIu64 "): %s: %s",
-			             i, off, len, strerror(-rc), qcow_last_error(img));
-			g = gm_add(&c->model, GOP_ZERO, off, len, NULL, ev_start);
+			guest_op(img, &c->model, &c->rec, GOP_ZERO, off, len, NULL, fl, cs);
 		} else {
-			pick_range(c, zmax, &off, &len);
-			rc = qcow_discard(img, off, len);
-			cr_assert_eq(rc, 0, "op %u: qcow_discard(%" PRIu64 ", %" PRIu64 "): %s: %s",
-			             i, off, len, strerror(-rc), qcow_last_error(img));
-			uint64_t s = (off + cs - 1) / cs * cs, e = (off + len) / cs * cs;
-			g = gm_add(&c->model, GOP_DISCARD, s, e > s ? e - s : 0, NULL, ev_start);
+			pick(c, zmax, &off, &len);
+			guest_op(img, &c->model, &c->rec, GOP_DISCARD, off, len, NULL, 0, cs);
 		}
-		g->ev_end = c->rec.nev;
 
 		if (i == cfg->nops / 2) {
 			/* Close counts as a flush; reopen. */
 			rc = qcow_close(img);
 			cr_assert_eq(rc, 0, "qcow_close mid-workload: %s", strerror(-rc));
 			gm_flushed(&c->model, c->rec.nev);
-			img = open_rec(c);
+			img = rec_open(&c->rec, cfg->cache_bytes, c->seed);
 			until_flush = (unsigned)tu_range(&c->rng, 1, 6);
 		} else if (--until_flush == 0) {
 			rc = qcow_flush(img);
@@ -293,21 +159,17 @@ static void run_workload(struct crash *c)
 
 static bool read_guest(struct crash *c, struct qcow_image *img, uint8_t *buf, const char *what)
 {
-	uint64_t g = c->cfg->guest_size;
-	for (uint64_t off = 0; off < g; off += MiB) {
-		size_t n = g - off < MiB ? (size_t)(g - off) : MiB;
-		int rc = qcow_read(img, buf + off, off, n);
-		STATE_CHECK(c, img, rc == 0, "qcow_read fails",
-		            "%s: qcow_read(%" PRIu64 "): %s: %s", what, off, strerror(-rc),
-		            qcow_last_error(img));
-	}
+	uint64_t off = 0;
+	int rc = read_all(img, buf, c->cfg->guest_size, &off);
+	STATE_CHECK(c, img, rc == 0, "qcow_read fails", "%s: qcow_read(%" PRIu64 "): %s: %s", what,
+	            off, strerror(-rc), qcow_last_error(img));
 	return true;
 }
 
 static bool judge(struct crash *c, const uint8_t *got, const char *what)
 {
-	struct gm_verdict v = gm_judge(&c->model, got, c->durable, c->max_events);
-	if (!v.ok && kind_count(c, "wrong guest data") < MAX_DETAILED)
+	struct gm_verdict v = gm_judge(&c->model, got, c->st.durable, c->st.max_events);
+	if (!v.ok && tally_kind_count(&c->fails, "wrong guest data") < TALLY_DETAILED)
 		gm_explain(&c->model, v.bad_off);
 	STATE_CHECK(c, NULL, v.ok, "wrong guest data",
 	            "%s: guest byte %" PRIu64 " (cluster %" PRIu64 " +%" PRIu64 ") reads 0x%02x; "
@@ -321,14 +183,8 @@ static bool judge(struct crash *c, const uint8_t *got, const char *what)
 
 static bool qemu_check_file(struct crash *c, const struct memfile *mf, const char *when)
 {
-	char path[512], out[512], msg[4096];
-	snprintf(path, sizeof(path), "%s/state.qcow2", c->dir);
-	snprintf(out, sizeof(out), "%s/qemu-img.out", c->dir);
-	int rc = mf_save(mf, path);
-	cr_assert_eq(rc, 0, "saving the state: %s", strerror(-rc));
-	char *argv[] = {"qemu-img", "check", "-f", "qcow2", path, NULL};
-	int st = tu_run(argv, out);
-	tu_slurp(out, msg, sizeof(msg));
+	char msg[4096];
+	int st = qemu_img_check_mf(mf, c->dir, "state.qcow2", msg, sizeof(msg));
 	c->qemu_checks++;
 	STATE_CHECK(c, NULL, st == 0 || st == 3, "qemu-img check: corruption",
 	            "qemu-img check %s exited %d:\n%s", when, st, msg);
@@ -403,11 +259,8 @@ static bool check_state(struct crash *c, struct memfile *state, bool sample, boo
 	            "the read-write open changed what the guest reads");
 
 	/* A new allocation must not land on anything in use. */
-	uint64_t poff = tu_below(&c->rng, g / cs) * cs + tu_below(&c->rng, 512);
-	uint64_t plen = cs + tu_range(&c->rng, 1, cs);
-	if (plen > g - poff)
-		plen = g - poff;
-	tu_fill(&c->rng, c->wbuf, plen);
+	uint64_t poff, plen;
+	probe_range(&c->rng, cs, g, c->wbuf, &poff, &plen);
 	rc = qcow_write(img, c->wbuf, poff, plen);
 	STATE_CHECK(c, img, rc == 0, "probe write fails",
 	            "probe qcow_write(%" PRIu64 ", %" PRIu64 "): %s: %s", poff, plen, strerror(-rc),
@@ -418,9 +271,7 @@ static bool check_state(struct crash *c, struct memfile *state, bool sample, boo
 	memcpy(c->got + poff, c->wbuf, plen);
 	if (!read_guest(c, img, c->got2, "after the probe write"))
 		return false;
-	uint64_t b = 0;
-	while (b < g && c->got[b] == c->got2[b])
-		b++;
+	uint64_t b = first_diff(c->got, c->got2, g);
 	STATE_CHECK(c, img, b == g, "probe write disturbs data",
 	            "after a probe write at %" PRIu64 "+%" PRIu64 " on the repaired state, "
 	            "guest byte %" PRIu64 " reads 0x%02x instead of 0x%02x",
@@ -444,13 +295,8 @@ static void run_crash(const struct crash_cfg *cfg)
 	struct crash c = {.cfg = cfg};
 	c.seed = tu_seed(cfg->seed);
 	c.rng.s = c.seed;
-	c.have_qemu = tu_have_prog("qemu-img");
-	if (!c.have_qemu)
-		cr_log_warn("qemu-img not found: only the library's own check runs");
-	int rc = tu_mkdtemp(g_dir, sizeof(g_dir), "crash");
-	cr_assert_eq(rc, 0, "mkdtemp: %s", strerror(-rc));
-	tu_watch_dir = g_dir;
-	c.dir = g_dir;
+	c.have_qemu = have_qemu_img();
+	c.dir = crash_dir("crash");
 	gm_init(&c.model, cfg->guest_size);
 	c.got = malloc(cfg->guest_size);
 	c.got2 = malloc(cfg->guest_size);
@@ -471,14 +317,8 @@ static void run_crash(const struct crash_cfg *cfg)
 	}
 
 	/* Sync points whose prefix holds the whole creation. */
-	size_t nsync = 0;
-	size_t *syncs = malloc((c.rec.nev + 1) * sizeof(*syncs));
-	cr_assert(syncs);
-	for (size_t i = 0; i < c.rec.nev; i++)
-		if (c.rec.ev[i].kind == EV_SYNC && i + 1 >= c.create_end)
-			syncs[nsync++] = i + 1;
-	if (nsync == 0 || syncs[nsync - 1] != c.rec.nev)
-		syncs[nsync++] = c.rec.nev; /* everything, as left at the end */
+	size_t nsync;
+	size_t *syncs = sync_points(&c.rec, c.create_end, &nsync);
 	cr_assert_geq(nsync, 2, "the workload made no sync after creation (%zu events)", c.rec.nev);
 	/*
 	 * target_states spread evenly over the sync points (a sync may get
@@ -488,16 +328,14 @@ static void run_crash(const struct crash_cfg *cfg)
 
 	struct memfile base = {0}, state = {0};
 	size_t applied = 0;
-	c.subset = malloc((c.rec.nev + 1) * sizeof(*c.subset));
-	cr_assert(c.subset);
+	c.st.subset = malloc((c.rec.nev + 1) * sizeof(*c.st.subset));
+	cr_assert(c.st.subset);
 	unsigned states = 0;
 	for (size_t k = 0; k < nsync; k++) {
 		size_t p = syncs[k];
 		for (; applied < p; applied++)
 			apply_event(&base, &c.rec.ev[applied], c.rec.ev[applied].len);
-		size_t q = p;
-		while (q < c.rec.nev && c.rec.ev[q].kind != EV_SYNC)
-			q++;
+		size_t q = interval_end(&c.rec, p);
 		unsigned variants = (unsigned)((k + 1) * target / nsync - k * target / nsync);
 		if (k + 1 == nsync && variants == 0)
 			variants = 1; /* always check the final state */
@@ -520,44 +358,16 @@ static void run_crash(const struct crash_cfg *cfg)
 			                          : 2;
 			bool exact = shape == 0;
 			c.state_no = states;
-			c.durable = p;
-			c.max_events = q;
-			c.nsubset = 0;
-			c.torn_ev = SIZE_MAX;
-			c.torn_len = 0;
-			rc = mf_copy(&state, &base);
-			cr_assert_eq(rc, 0);
-			if (shape == 1) {
-				c.subset[c.nsubset++] = q - 1;
-				apply_event(&state, &c.rec.ev[q - 1], c.rec.ev[q - 1].len);
-			} else if (!exact) {
-				/* A random subset, in order, one pwrite torn. */
-				for (size_t i = p; i < q; i++)
-					if (tu_below(&c.rng, 2))
-						c.subset[c.nsubset++] = i;
-				size_t writes = 0;
-				for (size_t i = 0; i < c.nsubset; i++)
-					writes += c.rec.ev[c.subset[i]].kind == EV_PWRITE;
-				if (writes) {
-					size_t t = tu_below(&c.rng, writes);
-					for (size_t i = 0; i < c.nsubset; i++) {
-						const struct event *e = &c.rec.ev[c.subset[i]];
-						if (e->kind != EV_PWRITE || t--)
-							continue;
-						c.torn_ev = c.subset[i];
-						c.torn_len =
-						    e->len >= 1024
-						        ? 512 * tu_below(&c.rng, e->len / 512)
-						        : 0;
-						break;
-					}
-				}
-				for (size_t i = 0; i < c.nsubset; i++) {
-					const struct event *e = &c.rec.ev[c.subset[i]];
-					apply_event(&state, e,
-					            c.subset[i] == c.torn_ev ? c.torn_len : e->len);
-				}
-			}
+			c.st.durable = p;
+			c.st.max_events = q;
+			c.st.nsubset = 0;
+			c.st.torn_ev = SIZE_MAX;
+			c.st.torn_len = 0;
+			if (shape == 1)
+				c.st.subset[c.st.nsubset++] = q - 1;
+			else if (!exact)
+				state_random_subset(&c.st, &c.rng, &c.rec, p, q);
+			state_build(&state, &base, &c.rec, &c.st);
 			tu_watch("crash_replay[%s]: seed=0x%" PRIx64 ": checking state %u",
 			         cfg->name, c.seed, states);
 			check_state(&c, &state, states % 10 == 0, exact && p == c.rec.nev);
@@ -568,16 +378,16 @@ static void run_crash(const struct crash_cfg *cfg)
 	fprintf(stderr,
 	        "crash_replay[%s]: seed=0x%" PRIx64 ": %zu events, %zu sync points, %u states, "
 	        "%u qemu-img checks, %u states failed\n",
-	        cfg->name, c.seed, c.rec.nev, nsync, states, c.qemu_checks, c.failures);
-	for (int k = 0; k < c.nkinds; k++)
-		fprintf(stderr, "  %u states: %s\n", c.kinds[k].count, c.kinds[k].name);
-	cr_expect_eq(c.failures, 0, "%u of %u crash states failed (seed=0x%" PRIx64 "); first: %s",
-	             c.failures, states, c.seed, c.first);
+	        cfg->name, c.seed, c.rec.nev, nsync, states, c.qemu_checks, c.fails.count);
+	tally_print(&c.fails, "crash_replay");
+	cr_expect_eq(c.fails.count, 0,
+	             "%u of %u crash states failed (seed=0x%" PRIx64 "); first: %s", c.fails.count,
+	             states, c.seed, c.fails.first);
 	cr_assert_geq(states, cfg->target_states / 2, "only %u crash states", states);
 
 	mf_free(&base);
 	mf_free(&state);
-	free(c.subset);
+	free(c.st.subset);
 	free(syncs);
 	free(c.got);
 	free(c.got2);
@@ -586,12 +396,7 @@ static void run_crash(const struct crash_cfg *cfg)
 	rec_free(&c.rec);
 }
 
-static void teardown_dir(void)
-{
-	tu_rmtree(g_dir);
-}
-
-TestSuite(crash_replay, .fini = teardown_dir, .timeout = 240);
+TestSuite(crash_replay, .fini = crash_dir_remove, .timeout = 240);
 
 Test(crash_replay, cluster_64k)
 {

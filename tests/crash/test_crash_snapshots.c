@@ -12,7 +12,7 @@
  * guest writes with flushes, then create "a", more writes, create "b",
  * delete "a", revert "b", create "c", revert straight after a create,
  * re-create "a", and so on, with a close and reopen in the middle.  The
- * guest model (memfile.h) keeps the active disk, a revert being a write of
+ * guest model (harness.h) keeps the active disk, a revert being a write of
  * the whole disk; each create keeps a copy of the disk it saved.
  *
  * A crash state is every event up to a sync plus some of the events up to
@@ -54,77 +54,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "memfile.h"
+#include "harness.h"
 #include "qcow.h"
 #include "testutil.h"
-#include "recorder.h"
 
-#define KiB (1024ull)
-#define MiB (1024ull * KiB)
-
-#define MAX_SNAPS    3    /* slots a, b, c */
-#define MAX_SOPS     32   /* snapshot operations in the script */
-#define MAX_NAME     1023 /* the library's cap on a name */
-#define MAX_DETAILED 2
-#define MAX_KINDS    24
+#define MAX_SNAPS 3    /* slots a, b, c */
+#define MAX_SOPS  32   /* snapshot operations in the script */
+#define MAX_NAME  1023 /* the library's cap on a name */
 
 /* Iteration scale: halved again when the sanitizer suite says so. */
-static double scale(void)
-{
-	return tu_scale() * (getenv("BLOCKD_SANITIZED") ? 0.5 : 1.0);
-}
-
 static unsigned scaled(unsigned n)
 {
-	double v = n * scale();
-	return v < 1 ? 1 : (unsigned)v;
+	return tu_scaled_by(n, getenv("BLOCKD_SANITIZED") ? 0.5 : 1.0);
 }
 
-/* ---- failures, counted by kind ------------------------------------------ */
-
-/*
- * A failed state or run is counted by kind and the test goes on, so that
- * one run shows every kind of problem; the first few of each are described
- * (by the describe callback, then the message).
- */
-struct failures {
-	unsigned count;
-	int nkinds;
-	struct {
-		const char *name;
-		unsigned count;
-	} kinds[MAX_KINDS];
-	char first[8192];
-};
-
-static unsigned fail_kind_count(const struct failures *f, const char *kind)
+/* The snapshot names of the slots: 'a', 'b', 'c', padded to len characters. */
+static void make_names(char names[][MAX_NAME + 1], size_t len)
 {
-	for (int k = 0; k < f->nkinds; k++)
-		if (!strcmp(f->kinds[k].name, kind))
-			return f->kinds[k].count;
-	return 0;
-}
-
-/* Counts one failure; returns true if it should be described in full. */
-static bool fail_count(struct failures *f, const char *kind)
-{
-	int k = 0;
-	while (k < f->nkinds && strcmp(f->kinds[k].name, kind))
-		k++;
-	if (k == f->nkinds && f->nkinds < MAX_KINDS) {
-		f->kinds[k].name = kind;
-		f->kinds[k].count = 0;
-		f->nkinds++;
+	for (int s = 0; s < MAX_SNAPS; s++) {
+		size_t n = len < 1 ? 1 : len > MAX_NAME ? MAX_NAME : len;
+		memset(names[s], '0' + s, n);
+		names[s][0] = (char)('a' + s);
+		names[s][n] = '\0';
 	}
-	unsigned seen = k < MAX_KINDS ? f->kinds[k].count++ : MAX_DETAILED;
-	f->count++;
-	return seen < MAX_DETAILED;
-}
-
-static void fail_summary(const struct failures *f, const char *who)
-{
-	for (int k = 0; k < f->nkinds; k++)
-		fprintf(stderr, "%s:   %u x %s\n", who, f->kinds[k].count, f->kinds[k].name);
 }
 
 /* ---- snapshot lists ------------------------------------------------------ */
@@ -203,28 +155,6 @@ static const char *mask_str(unsigned mask, char buf[8])
 	buf[n++] = '}';
 	buf[n] = '\0';
 	return buf;
-}
-
-/* Reads the whole disk (at most MiB per call); 0 or the failing rc. */
-static int read_all(struct qcow_image *img, uint8_t *buf, uint64_t size, uint64_t *bad_off)
-{
-	for (uint64_t off = 0; off < size; off += MiB) {
-		size_t n = size - off < MiB ? (size_t)(size - off) : MiB;
-		int rc = qcow_read(img, buf + off, off, n);
-		if (rc) {
-			*bad_off = off;
-			return rc;
-		}
-	}
-	return 0;
-}
-
-static uint64_t first_diff(const uint8_t *a, const uint8_t *b, uint64_t n)
-{
-	uint64_t i = 0;
-	while (i < n && a[i] == b[i])
-		i++;
-	return i;
 }
 
 /*
@@ -338,11 +268,7 @@ struct crash {
 	/* The state being checked, for messages. */
 	unsigned state_no;
 	const char *shape;
-	size_t durable, max_events;
-	size_t *subset;
-	size_t nsubset;
-	size_t torn_ev;
-	uint64_t torn_len;
+	struct crash_state st;
 	int amb; /* the snapshot operation in flight, or -1 */
 	unsigned qemu_checks;
 	unsigned states_in_ops;
@@ -351,10 +277,8 @@ struct crash {
 	unsigned other_failed; /* failed states with no operation in flight */
 	bool state_bad;        /* the state being checked has failed already */
 	unsigned bad_states;
-	struct failures fails;
+	struct fail_tally fails;
 };
-
-static char g_dir[256];
 
 static void describe_sop(const struct crash *c, int i, char *buf, size_t len)
 {
@@ -369,6 +293,18 @@ static void describe_sop(const struct crash *c, int i, char *buf, size_t len)
 	         mask_str(s->mask_after, a));
 }
 
+/* With BLOCKD_CRASH_EVENTS: the snapshot operations that start at event i. */
+static void describe_sops_at(const void *ctx, size_t i)
+{
+	const struct crash *c = ctx;
+	char op[256];
+	for (size_t s = 0; s < c->nsops; s++)
+		if (c->sops[s].ev_start == i) {
+			describe_sop(c, (int)s, op, sizeof(op));
+			fprintf(stderr, "  -- snapshot op %s\n", op);
+		}
+}
+
 static void describe_state(const struct crash *c)
 {
 	char op[256];
@@ -376,42 +312,15 @@ static void describe_state(const struct crash *c)
 	fprintf(stderr,
 	        "crash_snapshots[%s]: seed=0x%" PRIx64 " state %u (%s): events [0,%zu) + "
 	        "subset of [%zu,%zu) (%zu events total); operation in flight: %s\n",
-	        c->cfg->name, c->seed, c->state_no, c->shape, c->durable, c->durable, c->max_events,
-	        c->rec.nev, op);
-	for (size_t i = 0; i < c->nsubset; i++) {
-		const struct event *e = &c->rec.ev[c->subset[i]];
-		fprintf(stderr, "  + event %zu %s off=%" PRIu64 " len=%" PRIu64 "%s\n",
-		        c->subset[i], ev_names[e->kind], e->off, e->len,
-		        c->subset[i] == c->torn_ev ? " (torn)" : "");
-		if (c->subset[i] == c->torn_ev)
-			fprintf(stderr, "    torn after %" PRIu64 " bytes\n", c->torn_len);
-	}
-	fprintf(stderr, "  reproduce: BLOCKD_TEST_SEED=0x%" PRIx64 "\n", c->seed);
-	if (getenv("BLOCKD_CRASH_EVENTS")) {
-		size_t op_i = 0;
-		for (size_t i = 0; i < c->max_events && i < c->rec.nev; i++) {
-			for (size_t s = 0; s < c->nsops; s++)
-				if (c->sops[s].ev_start == i) {
-					describe_sop(c, (int)s, op, sizeof(op));
-					fprintf(stderr, "  -- snapshot op %s\n", op);
-				}
-			for (; op_i < c->model.nops && c->model.ops[op_i].ev_start == i; op_i++)
-				fprintf(stderr,
-				        "  -- guest op %zu: kind %d off=%" PRIu64 " len=%" PRIu64
-				        "\n",
-				        op_i, (int)c->model.ops[op_i].kind, c->model.ops[op_i].off,
-				        c->model.ops[op_i].len);
-			const struct event *e = &c->rec.ev[i];
-			fprintf(stderr, "  event %zu %s off=0x%" PRIx64 " len=%" PRIu64 "\n", i,
-			        ev_names[e->kind], e->off, e->len);
-		}
-	}
+	        c->cfg->name, c->seed, c->state_no, c->shape, c->st.durable, c->st.durable,
+	        c->st.max_events, c->rec.nev, op);
+	state_describe(&c->st, &c->rec, &c->model, c->seed, describe_sops_at, c);
 }
 
 __attribute__((format(printf, 3, 4))) static void state_failed(struct crash *c, const char *kind,
                                                                const char *fmt, ...)
 {
-	bool detail = fail_count(&c->fails, kind);
+	bool detail = tally_add(&c->fails, kind);
 	if (!c->state_bad) {
 		c->state_bad = true;
 		c->bad_states++;
@@ -437,63 +346,9 @@ __attribute__((format(printf, 3, 4))) static void state_failed(struct crash *c, 
 		snprintf(c->fails.first, sizeof(c->fails.first),
 		         "state %u (%s, events [0,%zu) + %zu of [%zu,%zu), op in flight %s): "
 		         "%s: %s",
-		         c->state_no, c->shape, c->durable, c->nsubset, c->durable, c->max_events,
-		         op, kind, msg);
+		         c->state_no, c->shape, c->st.durable, c->st.nsubset, c->st.durable,
+		         c->st.max_events, op, kind, msg);
 	}
-}
-
-#define STATE_CHECK(c, img, cond, kind, ...)                                                       \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			state_failed(c, kind, __VA_ARGS__);                                        \
-			if (img)                                                                   \
-				qcow_abandon(img);                                                 \
-			return false;                                                              \
-		}                                                                                  \
-	} while (0)
-
-/* Records a failure and goes on checking the state. */
-#define STATE_EXPECT(c, cond, kind, ...)                                                           \
-	do {                                                                                       \
-		if (!(cond))                                                                       \
-			state_failed(c, kind, __VA_ARGS__);                                        \
-	} while (0)
-
-static void pick_range(struct crash *c, uint64_t *off, uint64_t *len)
-{
-	uint64_t cs = c->cfg->cluster_size, g = c->cfg->guest_size;
-	uint64_t maxc = c->cfg->max_write_clusters;
-	uint64_t o, l;
-	switch (tu_below(&c->rng, 3)) {
-	case 0:
-		o = tu_below(&c->rng, g);
-		l = tu_range(&c->rng, 1, 4096);
-		break;
-	case 1:
-		o = tu_below(&c->rng, g / cs) * cs;
-		l = cs * tu_range(&c->rng, 1, maxc);
-		break;
-	default:
-		o = tu_below(&c->rng, g / 512) * 512;
-		l = 512 * tu_range(&c->rng, 1, maxc * cs / 512);
-		break;
-	}
-	if (l > g - o)
-		l = g - o;
-	*off = o;
-	*len = l;
-}
-
-static struct qcow_image *open_rec(struct crash *c)
-{
-	char err[512] = "";
-	struct qcow_open_opts o = {
-	    .path = "crash.qcow2", .ops = &rec_ops, .ctx = &c->rec, .flags = QCOW_OPEN_RDWR};
-	struct qcow_image *img;
-	int rc = qcow_open(&o, &img, err, sizeof(err));
-	cr_assert_eq(rc, 0, "qcow_open on the recorder: %s: %s (seed=0x%" PRIx64 ")", strerror(-rc),
-	             err, c->seed);
-	return img;
 }
 
 /* A W step: guest writes, write-zeroes and discards, flushed now and then and at the end. */
@@ -504,30 +359,18 @@ static void run_writes(struct crash *c, struct qcow_image *img)
 	int rc;
 	for (unsigned i = 0; i < c->cfg->writes_per_phase; i++) {
 		uint64_t off, len;
-		size_t ev_start = c->rec.nev;
 		unsigned r = (unsigned)tu_below(&c->rng, 100);
-		struct gop *g;
-		pick_range(c, &off, &len);
+		pick_range(&c->rng, cs, c->cfg->guest_size, c->cfg->max_write_clusters, false, &off,
+		           &len);
 		if (r < 70) {
 			tu_fill(&c->rng, c->wbuf, len);
-			rc = qcow_write(img, c->wbuf, off, len);
-			cr_assert_eq(rc, 0, "qcow_write(%" PRIu64 ", %" PRIu64 "): %s: %s", off,
-			             len, strerror(-rc), qcow_last_error(img));
-			g = gm_add(&c->model, GOP_WRITE, off, len, c->wbuf, ev_start);
+			guest_op(img, &c->model, &c->rec, GOP_WRITE, off, len, c->wbuf, 0, cs);
 		} else if (r < 85) {
 			unsigned fl = r < 78 ? QCOW_ZERO_MAY_UNMAP : 0;
-			rc = qcow_write_zeroes(img, off, len, fl);
-			cr_assert_eq(rc, 0, "qcow_write_zeroes(%" PRIu64 ", %" PRIu64 "): %s: %s",
-			             off, len, strerror(-rc), qcow_last_error(img));
-			g = gm_add(&c->model, GOP_ZERO, off, len, NULL, ev_start);
+			guest_op(img, &c->model, &c->rec, GOP_ZERO, off, len, NULL, fl, cs);
 		} else {
-			rc = qcow_discard(img, off, len);
-			cr_assert_eq(rc, 0, "qcow_discard(%" PRIu64 ", %" PRIu64 "): %s: %s", off,
-			             len, strerror(-rc), qcow_last_error(img));
-			uint64_t s = (off + cs - 1) / cs * cs, e = (off + len) / cs * cs;
-			g = gm_add(&c->model, GOP_DISCARD, s, e > s ? e - s : 0, NULL, ev_start);
+			guest_op(img, &c->model, &c->rec, GOP_DISCARD, off, len, NULL, 0, cs);
 		}
-		g->ev_end = c->rec.nev;
 		if (--until_flush == 0 || i + 1 == c->cfg->writes_per_phase) {
 			rc = qcow_flush(img);
 			cr_assert_eq(rc, 0, "qcow_flush: %s: %s", strerror(-rc),
@@ -541,21 +384,12 @@ static void run_writes(struct crash *c, struct qcow_image *img)
 static void run_script(struct crash *c)
 {
 	const struct crash_cfg *cfg = c->cfg;
-	char err[512] = "";
-	struct qcow_create_opts co = {
-	    .path = "crash.qcow2",
-	    .ops = &rec_ops,
-	    .ctx = &c->rec,
-	    .size_bytes = cfg->guest_size,
-	    .cluster_size = cfg->cluster_size,
-	    .refcount_bits = cfg->refcount_bits,
-	    .lazy_refcounts = cfg->lazy_refcounts,
-	};
-	int rc = qcow_create(&co, err, sizeof(err));
-	cr_assert_eq(rc, 0, "qcow_create on the recorder: %s: %s", strerror(-rc), err);
+	int rc;
+	rec_create(&c->rec, cfg->guest_size, cfg->cluster_size, cfg->refcount_bits,
+	           cfg->lazy_refcounts);
 	c->create_end = c->rec.nev;
 
-	struct qcow_image *img = open_rec(c);
+	struct qcow_image *img = rec_open(&c->rec, 0, c->seed);
 	unsigned mask = 0;
 	for (size_t k = 0; k < sizeof(g_script) / sizeof(g_script[0]); k++) {
 		const struct step *st = &g_script[k];
@@ -570,7 +404,7 @@ static void run_script(struct crash *c)
 			rc = qcow_close(img);
 			cr_assert_eq(rc, 0, "qcow_close mid-script: %s", strerror(-rc));
 			gm_flushed(&c->model, c->rec.nev);
-			img = open_rec(c);
+			img = rec_open(&c->rec, 0, c->seed);
 			tu_unwatch();
 			continue;
 		}
@@ -646,14 +480,8 @@ static const uint8_t *saved_disk(const struct crash *c, int s, size_t max_events
 
 static bool qemu_check_file(struct crash *c, const struct memfile *mf, const char *when)
 {
-	char path[512], out[512], msg[4096];
-	snprintf(path, sizeof(path), "%s/state.qcow2", c->dir);
-	snprintf(out, sizeof(out), "%s/qemu-img.out", c->dir);
-	int rc = mf_save(mf, path);
-	cr_assert_eq(rc, 0, "saving the state: %s", strerror(-rc));
-	char *argv[] = {"qemu-img", "check", "-f", "qcow2", path, NULL};
-	int st = tu_run(argv, out);
-	tu_slurp(out, msg, sizeof(msg));
+	char msg[4096];
+	int st = qemu_img_check_mf(mf, c->dir, "state.qcow2", msg, sizeof(msg));
 	c->qemu_checks++;
 	STATE_CHECK(c, NULL, st == 0 || st == 3, "qemu-img check: corruption",
 	            "qemu-img check %s exited %d:\n%s", when, st, msg);
@@ -670,7 +498,7 @@ static bool judge_list(struct crash *c, unsigned mask, const char *what)
 	} else {
 		want_a = 0;
 		for (size_t j = 0; j < c->nsops; j++)
-			if (c->sops[j].ev_end <= c->durable)
+			if (c->sops[j].ev_end <= c->st.durable)
 				want_a = c->sops[j].mask_after;
 		want_b = want_a;
 	}
@@ -691,7 +519,7 @@ static bool judge_snapshots(struct crash *c, struct memfile *mf, unsigned mask, 
 		char why[1024] = "";
 		int rc = read_snapshot(mf, c->names[s], c->got2, g, why, sizeof(why));
 		STATE_CHECK(c, NULL, rc == 0, "snapshot view fails", "%s: %s", what, why);
-		const uint8_t *want = saved_disk(c, s, c->max_events);
+		const uint8_t *want = saved_disk(c, s, c->st.max_events);
 		cr_assert(want);
 		uint64_t b = first_diff(want, c->got2, g);
 		STATE_CHECK(c, NULL, b == g, "snapshot reads wrong data",
@@ -709,8 +537,8 @@ static bool judge_active(struct crash *c, const uint8_t *got, const char *what)
 	struct gmodel *m = &c->model;
 	uint64_t g = c->cfg->guest_size, cs = c->cfg->cluster_size;
 	if (c->amb < 0) {
-		struct gm_verdict v = gm_judge(m, got, c->durable, c->max_events);
-		if (!v.ok && fail_kind_count(&c->fails, "wrong active data") < MAX_DETAILED)
+		struct gm_verdict v = gm_judge(m, got, c->st.durable, c->st.max_events);
+		if (!v.ok && tally_kind_count(&c->fails, "wrong active data") < TALLY_DETAILED)
 			gm_explain(m, v.bad_off);
 		STATE_CHECK(
 		    c, NULL, v.ok, "wrong active data",
@@ -724,9 +552,9 @@ static bool judge_active(struct crash *c, const uint8_t *got, const char *what)
 	const struct sop *s = &c->sops[c->amb];
 	size_t n0 = s->gops_before, n1 = n0 + (s->kind == ST_REVERT);
 	/* Every guest write before the operation is durable, none after it started. */
-	cr_assert_eq(gm_durable_ops(m, c->durable), n0,
+	cr_assert_eq(gm_durable_ops(m, c->st.durable), n0,
 	             "test structure: guest operations in flight with a snapshot operation");
-	cr_assert(n1 >= m->nops || m->ops[n1].ev_start >= c->max_events,
+	cr_assert(n1 >= m->nops || m->ops[n1].ev_start >= c->st.max_events,
 	          "test structure: guest operations in flight with a snapshot operation");
 	gm_advance(m, n0);
 	uint64_t b0 = first_diff(m->cur, got, g);
@@ -833,11 +661,8 @@ static bool check_state(struct crash *c, struct memfile *state, bool sample, boo
 	            bad < g ? c->got[bad] : 0, bad < g ? c->got2[bad] : 0);
 
 	/* A probe write: copy-on-write must keep every snapshot as it was. */
-	uint64_t poff = tu_below(&c->rng, g / cs) * cs + tu_below(&c->rng, 512);
-	uint64_t plen = cs + tu_range(&c->rng, 1, cs);
-	if (plen > g - poff)
-		plen = g - poff;
-	tu_fill(&c->rng, c->wbuf, plen);
+	uint64_t poff, plen;
+	probe_range(&c->rng, cs, g, c->wbuf, &poff, &plen);
 	rc = qcow_write(img, c->wbuf, poff, plen);
 	STATE_CHECK(c, img, rc == 0, "probe write fails",
 	            "probe qcow_write(%" PRIu64 ", %" PRIu64 "): %s: %s", poff, plen, strerror(-rc),
@@ -909,12 +734,7 @@ static int in_flight(const struct crash *c, size_t p, size_t q)
 static void one_state(struct crash *c, const struct memfile *base, struct memfile *state,
                       unsigned *states, const char *shape)
 {
-	int rc = mf_copy(state, base);
-	cr_assert_eq(rc, 0);
-	for (size_t i = 0; i < c->nsubset; i++) {
-		const struct event *e = &c->rec.ev[c->subset[i]];
-		apply_event(state, e, c->subset[i] == c->torn_ev ? c->torn_len : e->len);
-	}
+	state_build(state, base, &c->rec, &c->st);
 	c->state_no = *states;
 	c->shape = shape;
 	c->state_bad = false;
@@ -922,12 +742,13 @@ static void one_state(struct crash *c, const struct memfile *base, struct memfil
 	const char *save = getenv("BLOCKD_CRASH_SAVE");
 	char *colon = save ? strchr(save, ':') : NULL;
 	if (colon && strtoul(save, NULL, 0) == *states) {
-		rc = mf_save(state, colon + 1);
+		int rc = mf_save(state, colon + 1);
 		cr_assert_eq(rc, 0, "saving state %u to %s: %s", *states, colon + 1, strerror(-rc));
 	}
 	/* The op in flight is judged on the events that may be applied. */
-	size_t hi = c->nsubset ? c->subset[c->nsubset - 1] + 1 : c->durable;
-	c->amb = in_flight(c, c->durable, hi > c->durable ? hi : c->durable);
+	const struct crash_state *st = &c->st;
+	size_t hi = st->nsubset ? st->subset[st->nsubset - 1] + 1 : st->durable;
+	c->amb = in_flight(c, st->durable, hi > st->durable ? hi : st->durable);
 	if (c->amb >= 0) {
 		c->states_in_ops++;
 		c->ops_seen[c->amb]++;
@@ -935,39 +756,9 @@ static void one_state(struct crash *c, const struct memfile *base, struct memfil
 	tu_watch("crash_snapshots[%s]: seed=0x%" PRIx64 ": checking state %u", c->cfg->name,
 	         c->seed, *states);
 	check_state(c, state, *states % c->cfg->qemu_every == 0,
-	            c->durable == c->rec.nev && c->nsubset == 0);
+	            st->durable == c->rec.nev && st->nsubset == 0);
 	tu_unwatch();
 	(*states)++;
-}
-
-/* Tears event i at a random 512-byte boundary (nothing of a short write). */
-static void tear(struct crash *c, size_t i)
-{
-	const struct event *e = &c->rec.ev[i];
-	c->torn_ev = i;
-	c->torn_len = e->len >= 1024 ? 512 * tu_below(&c->rng, e->len / 512) : 0;
-}
-
-/* A random subset of [p, q) in order, one of its pwrites torn. */
-static void random_subset(struct crash *c, size_t p, size_t q)
-{
-	c->nsubset = 0;
-	c->torn_ev = SIZE_MAX;
-	c->torn_len = 0;
-	size_t writes = 0;
-	for (size_t i = p; i < q; i++)
-		if (tu_below(&c->rng, 2)) {
-			c->subset[c->nsubset++] = i;
-			writes += c->rec.ev[i].kind == EV_PWRITE;
-		}
-	if (!writes)
-		return;
-	size_t t = tu_below(&c->rng, writes);
-	for (size_t i = 0; i < c->nsubset; i++)
-		if (c->rec.ev[c->subset[i]].kind == EV_PWRITE && t-- == 0) {
-			tear(c, c->subset[i]);
-			break;
-		}
 }
 
 static void run_crash(const struct crash_cfg *cfg)
@@ -975,21 +766,9 @@ static void run_crash(const struct crash_cfg *cfg)
 	struct crash c = {.cfg = cfg};
 	c.seed = tu_seed(cfg->seed);
 	c.rng.s = c.seed;
-	c.have_qemu = tu_have_prog("qemu-img");
-	if (!c.have_qemu)
-		cr_log_warn("qemu-img not found: only the library's own check runs");
-	int rc = tu_mkdtemp(g_dir, sizeof(g_dir), "crashsnap");
-	cr_assert_eq(rc, 0, "mkdtemp: %s", strerror(-rc));
-	tu_watch_dir = g_dir;
-	c.dir = g_dir;
-	for (int s = 0; s < MAX_SNAPS; s++) {
-		size_t n = cfg->name_len < 1          ? 1
-		           : cfg->name_len > MAX_NAME ? MAX_NAME
-		                                      : cfg->name_len;
-		memset(c.names[s], '0' + s, n);
-		c.names[s][0] = (char)('a' + s);
-		c.names[s][n] = '\0';
-	}
+	c.have_qemu = have_qemu_img();
+	c.dir = crash_dir("crashsnap");
+	make_names(c.names, cfg->name_len);
 	gm_init(&c.model, cfg->guest_size);
 	c.got = malloc(cfg->guest_size);
 	c.got2 = malloc(cfg->guest_size);
@@ -999,35 +778,24 @@ static void run_crash(const struct crash_cfg *cfg)
 	run_script(&c);
 
 	/* Sync points whose prefix holds the whole creation. */
-	size_t nsync = 0;
-	size_t *syncs = malloc((c.rec.nev + 1) * sizeof(*syncs));
-	cr_assert(syncs);
-	for (size_t i = 0; i < c.rec.nev; i++)
-		if (c.rec.ev[i].kind == EV_SYNC && i + 1 >= c.create_end)
-			syncs[nsync++] = i + 1;
-	if (nsync == 0 || syncs[nsync - 1] != c.rec.nev)
-		syncs[nsync++] = c.rec.nev;
+	size_t nsync;
+	size_t *syncs = sync_points(&c.rec, c.create_end, &nsync);
 	size_t ncold = 0;
-	for (size_t k = 0; k < nsync; k++) {
-		size_t p = syncs[k], q = p;
-		while (q < c.rec.nev && c.rec.ev[q].kind != EV_SYNC)
-			q++;
-		ncold += in_flight(&c, p, q) < 0;
-	}
+	for (size_t k = 0; k < nsync; k++)
+		ncold += in_flight(&c, syncs[k], interval_end(&c.rec, syncs[k])) < 0;
 
 	struct memfile base = {0}, state = {0};
 	size_t applied = 0, cold_k = 0;
-	c.subset = malloc((c.rec.nev + 1) * sizeof(*c.subset));
-	cr_assert(c.subset);
+	struct crash_state *st = &c.st;
+	st->subset = malloc((c.rec.nev + 1) * sizeof(*st->subset));
+	cr_assert(st->subset);
 	unsigned states = 0;
 	for (size_t k = 0; k < nsync; k++) {
-		size_t p = syncs[k], q = p;
+		size_t p = syncs[k], q = interval_end(&c.rec, p);
 		for (; applied < p; applied++)
 			apply_event(&base, &c.rec.ev[applied], c.rec.ev[applied].len);
-		while (q < c.rec.nev && c.rec.ev[q].kind != EV_SYNC)
-			q++;
-		c.durable = p;
-		c.max_events = q;
+		st->durable = p;
+		st->max_events = q;
 		bool hot = in_flight(&c, p, q) >= 0;
 		unsigned variants;
 		if (!hot) {
@@ -1039,42 +807,42 @@ static void run_crash(const struct crash_cfg *cfg)
 				variants = 1; /* always the final state */
 			for (unsigned v = 0; v < variants; v++) {
 				if (v == 0 || q == p) {
-					c.nsubset = 0;
-					c.torn_ev = SIZE_MAX;
+					st->nsubset = 0;
+					st->torn_ev = SIZE_MAX;
 				} else {
-					random_subset(&c, p, q);
+					state_random_subset(st, &c.rng, &c.rec, p, q);
 				}
 				one_state(&c, &base, &state, &states,
-				          c.nsubset ? "guest writes, torn subset" : "sync point");
+				          st->nsubset ? "guest writes, torn subset" : "sync point");
 			}
 			continue;
 		}
 		/* The exact prefix, then every in-order prefix, whole and torn. */
-		c.nsubset = 0;
-		c.torn_ev = SIZE_MAX;
+		st->nsubset = 0;
+		st->torn_ev = SIZE_MAX;
 		one_state(&c, &base, &state, &states, "sync point in an operation");
 		for (size_t i = p; i < q; i++) {
-			c.subset[c.nsubset++] = i;
-			c.torn_ev = SIZE_MAX;
+			st->subset[st->nsubset++] = i;
+			st->torn_ev = SIZE_MAX;
 			one_state(&c, &base, &state, &states, "in-order prefix");
 			if (c.rec.ev[i].kind == EV_PWRITE && c.rec.ev[i].len >= 1024) {
-				tear(&c, i);
+				state_tear(st, &c.rng, &c.rec, i);
 				one_state(&c, &base, &state, &states, "in-order prefix, last torn");
 			}
 		}
 		if (q - p >= 2) {
 			/* Only the last event (often the header), and all but it. */
-			c.nsubset = 0;
-			c.torn_ev = SIZE_MAX;
-			c.subset[c.nsubset++] = q - 1;
+			st->nsubset = 0;
+			st->torn_ev = SIZE_MAX;
+			st->subset[st->nsubset++] = q - 1;
 			one_state(&c, &base, &state, &states, "only the last event");
-			c.nsubset = 0;
+			st->nsubset = 0;
 			for (size_t i = p; i + 1 < q; i++)
-				c.subset[c.nsubset++] = i;
+				st->subset[st->nsubset++] = i;
 			one_state(&c, &base, &state, &states, "all but the last event");
 		}
 		for (unsigned v = 0; q - p >= 2 && v < cfg->hot_subsets; v++) {
-			random_subset(&c, p, q);
+			state_random_subset(st, &c.rng, &c.rec, p, q);
 			one_state(&c, &base, &state, &states, "torn random subset");
 		}
 	}
@@ -1093,7 +861,7 @@ static void run_crash(const struct crash_cfg *cfg)
 	}
 	fprintf(stderr, "crash_snapshots[%s]:   no operation in flight: %u states failed\n",
 	        cfg->name, c.other_failed);
-	fail_summary(&c.fails, "crash_snapshots");
+	tally_print(&c.fails, "crash_snapshots");
 	for (size_t j = 0; j < c.nsops; j++)
 		cr_expect_gt(c.ops_seen[j], 0, "snapshot operation %zu was never interrupted", j);
 	cr_expect_eq(c.fails.count, 0,
@@ -1102,7 +870,7 @@ static void run_crash(const struct crash_cfg *cfg)
 
 	mf_free(&base);
 	mf_free(&state);
-	free(c.subset);
+	free(st->subset);
 	free(syncs);
 	free(c.got);
 	free(c.got2);
@@ -1113,12 +881,7 @@ static void run_crash(const struct crash_cfg *cfg)
 	rec_free(&c.rec);
 }
 
-static void teardown_dir(void)
-{
-	tu_rmtree(g_dir);
-}
-
-TestSuite(crash_snapshots, .fini = teardown_dir, .timeout = 300);
+TestSuite(crash_snapshots, .fini = crash_dir_remove, .timeout = 300);
 
 Test(crash_snapshots, cluster_64k)
 {
@@ -1175,83 +938,6 @@ Test(crash_snapshots, cluster_4k_long_names)
 
 /* ---- faults: an I/O error at every write and sync of an operation ------ */
 
-enum fault_on { FAULT_PWRITE, FAULT_SYNC };
-
-struct faulty {
-	struct memfile mf;
-	bool armed; /* count and fail only while the operation runs */
-	enum fault_on on;
-	unsigned fail_at; /* 1-based; 0: never */
-	int error;
-	bool sticky;
-	unsigned npwrite, nsync;
-	unsigned fired;
-};
-
-static int faulty_hit(struct faulty *f, unsigned count)
-{
-	if (f->fail_at && (count == f->fail_at || (f->sticky && count > f->fail_at))) {
-		f->fired++;
-		return f->error;
-	}
-	return 0;
-}
-
-static int fy_pread(void *ctx, void *buf, size_t len, uint64_t off)
-{
-	return mf_pread(&((struct faulty *)ctx)->mf, buf, len, off);
-}
-
-static int fy_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
-{
-	struct faulty *f = ctx;
-	if (f->armed) {
-		f->npwrite++;
-		int rc = f->on == FAULT_PWRITE ? faulty_hit(f, f->npwrite) : 0;
-		if (rc) {
-			/* A failed write may have reached part of the disk: its first half. */
-			if (len >= 1024)
-				mf_pwrite(&f->mf, buf, len / 1024 * 512, off);
-			return rc;
-		}
-	}
-	return mf_pwrite(&f->mf, buf, len, off);
-}
-
-static int fy_sync(void *ctx)
-{
-	struct faulty *f = ctx;
-	if (!f->armed)
-		return 0;
-	f->nsync++;
-	return f->on == FAULT_SYNC ? faulty_hit(f, f->nsync) : 0;
-}
-
-static int fy_punch_hole(void *ctx, uint64_t off, uint64_t len)
-{
-	return mf_punch_hole(&((struct faulty *)ctx)->mf, off, len);
-}
-
-static int fy_truncate(void *ctx, uint64_t size)
-{
-	return mf_truncate(&((struct faulty *)ctx)->mf, size);
-}
-
-static int fy_get_size(void *ctx, uint64_t *size)
-{
-	return mf_get_size(&((struct faulty *)ctx)->mf, size);
-}
-
-static const struct qcow_io_ops faulty_ops = {
-    .pread = fy_pread,
-    .pwrite = fy_pwrite,
-    .sync = fy_sync,
-    .punch_hole = fy_punch_hole,
-    .truncate = fy_truncate,
-    .get_size = fy_get_size,
-    .close = mf_close,
-};
-
 struct fault_cfg {
 	const char *name;
 	uint32_t cluster_size;
@@ -1281,11 +967,11 @@ struct fprep {
 	uint8_t *active;  /* the active disk at the end */
 	struct tu_rng rng;
 	uint8_t *wbuf;
-	char dir[256];
+	const char *dir;
 	bool have_qemu;
 	unsigned runs, qemu_checks;
 	unsigned op_runs[3], op_failed[3]; /* runs with at least one failure, per operation */
-	struct failures fails;
+	struct fail_tally fails;
 };
 
 /* The run being judged, for messages. */
@@ -1302,7 +988,7 @@ struct frun {
 __attribute__((format(printf, 4, 5))) static void
 fault_failed(struct fprep *fp, struct frun *r, const char *kind, const char *fmt, ...)
 {
-	bool detail = fail_count(&fp->fails, kind);
+	bool detail = tally_add(&fp->fails, kind);
 	if (!r->failed) {
 		r->failed = true;
 		fp->op_failed[r->op]++;
@@ -1326,20 +1012,6 @@ fault_failed(struct fprep *fp, struct frun *r, const char *kind, const char *fmt
 	if (fp->fails.count == 1)
 		snprintf(fp->fails.first, sizeof(fp->fails.first), "%s: %s: %s", where, kind, msg);
 }
-
-#define F_CHECK(fp, r, cond, kind, ...)                                                            \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fault_failed(fp, r, kind, __VA_ARGS__);                                    \
-			goto out;                                                                  \
-		}                                                                                  \
-	} while (0)
-
-#define F_EXPECT(fp, r, cond, kind, ...)                                                           \
-	do {                                                                                       \
-		if (!(cond))                                                                       \
-			fault_failed(fp, r, kind, __VA_ARGS__);                                    \
-	} while (0)
 
 /* A random write inside the disk, at most two clusters; data in fp->wbuf. */
 static void fault_range(struct fprep *fp, uint64_t *off, uint64_t *len)
@@ -1572,13 +1244,8 @@ static void run_fault(struct fprep *fp, struct frun *r, bool *fired)
 	}
 
 	if (fp->have_qemu && fp->runs % 8 == 0 && !info.dirty) {
-		char path[512], out[512], msg[4096];
-		snprintf(path, sizeof(path), "%s/faulted.qcow2", fp->dir);
-		snprintf(out, sizeof(out), "%s/qemu-img.out", fp->dir);
-		cr_assert_eq(mf_save(&copy, path), 0);
-		char *argv[] = {"qemu-img", "check", "-f", "qcow2", path, NULL};
-		int st = tu_run(argv, out);
-		tu_slurp(out, msg, sizeof(msg));
+		char msg[4096];
+		int st = qemu_img_check_mf(&copy, fp->dir, "faulted.qcow2", msg, sizeof(msg));
 		fp->qemu_checks++;
 		F_CHECK(fp, r, st == 0 || st == 3, "qemu-img check: corruption",
 		        "qemu-img check exited %d:\n%s", st, msg);
@@ -1622,20 +1289,12 @@ static void run_faults(const struct fault_cfg *cfg)
 {
 	struct fprep fp = {.cfg = cfg};
 	fp.rng.s = tu_seed(cfg->seed);
-	for (int s = 0; s < MAX_SNAPS; s++) {
-		size_t n = cfg->name_len < 1          ? 1
-		           : cfg->name_len > MAX_NAME ? MAX_NAME
-		                                      : cfg->name_len;
-		memset(fp.names[s], '0' + s, n);
-		fp.names[s][0] = (char)('a' + s);
-		fp.names[s][n] = '\0';
-	}
+	make_names(fp.names, cfg->name_len);
 	fp.active = calloc(1, cfg->guest_size);
 	fp.wbuf = malloc(2 * cfg->cluster_size);
 	cr_assert(fp.active && fp.wbuf);
-	fp.have_qemu = tu_have_prog("qemu-img");
-	int rc = tu_mkdtemp(fp.dir, sizeof(fp.dir), "snapfault");
-	cr_assert_eq(rc, 0, "mkdtemp: %s", strerror(-rc));
+	fp.have_qemu = have_qemu_img();
+	fp.dir = crash_dir("snapfault");
 	prepare(&fp);
 
 	static const struct {
@@ -1676,10 +1335,9 @@ static void run_faults(const struct fault_cfg *cfg)
 	for (int op = FO_CREATE; op <= FO_REVERT; op++)
 		fprintf(stderr, "snapshot_faults[%s]:   %s: %u of %u runs failed\n", cfg->name,
 		        fop_names[op], fp.op_failed[op], fp.op_runs[op]);
-	fail_summary(&fp.fails, "snapshot_faults");
+	tally_print(&fp.fails, "snapshot_faults");
 	cr_expect_eq(fp.fails.count, 0, "%u failures in %u faulted runs; first: %s", fp.fails.count,
 	             fp.runs, fp.fails.first);
-	tu_rmtree(fp.dir);
 	mf_free(&fp.img);
 	free(fp.snap[0]);
 	free(fp.snap[1]);
@@ -1687,7 +1345,7 @@ static void run_faults(const struct fault_cfg *cfg)
 	free(fp.wbuf);
 }
 
-TestSuite(snapshot_faults, .timeout = 300);
+TestSuite(snapshot_faults, .fini = crash_dir_remove, .timeout = 300);
 
 Test(snapshot_faults, cluster_64k)
 {

@@ -8,9 +8,11 @@
  * qcow_create to qcow_close.  For every N:
  *   - no call fails before the fault fires, and none crashes;
  *   - a flush during which the fault fired fails;
- *   - fencing (DESIGN.md invariant 5): once a qcow_flush has failed, or a
- *     sync has failed anywhere, no later qcow_flush on that handle succeeds
- *     and qcow_close reports an error;
+ *   - fencing: an I/O error fails the flush it happens in and fences the
+ *     image, so once a qcow_flush has failed, or a sync has failed
+ *     anywhere, no later qcow_flush on that handle succeeds (none may
+ *     claim durability until the image is reopened and checked) and
+ *     qcow_close reports an error;
  *   - the file as written so far (the handle abandoned, or closed), reopened
  *     with working ops, opens read-only and read-write, qcow_check finds no
  *     corruption, and the guest reads what the last successful flush made
@@ -27,110 +29,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "memfile.h"
+#include "harness.h"
 #include "qcow.h"
 #include "testutil.h"
-
-#define KiB (1024ull)
-#define MiB (1024ull * KiB)
-
-enum fault_on { FAULT_PWRITE, FAULT_SYNC };
-
-struct faulty {
-	struct memfile mf;
-	enum fault_on on;
-	unsigned fail_at; /* 1-based; 0: never */
-	int error;        /* -EIO or -ENOSPC */
-	bool sticky;      /* keep failing after the first */
-	unsigned npwrite, nsync;
-	size_t events; /* pwrites + syncs + punches + truncates, for the model */
-	unsigned fired;
-	bool sync_failed;
-	const char *fired_in; /* the API call running when it first fired */
-	const char *current;  /* the API call running now */
-};
-
-static int faulty_hit(struct faulty *f, unsigned count)
-{
-	if (f->fail_at && (count == f->fail_at || (f->sticky && count > f->fail_at))) {
-		if (!f->fired)
-			f->fired_in = f->current;
-		f->fired++;
-		return f->error;
-	}
-	return 0;
-}
-
-static int fy_pread(void *ctx, void *buf, size_t len, uint64_t off)
-{
-	return mf_pread(&((struct faulty *)ctx)->mf, buf, len, off);
-}
-
-static int fy_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
-{
-	struct faulty *f = ctx;
-	f->npwrite++;
-	f->events++;
-	if (f->on == FAULT_PWRITE) {
-		int rc = faulty_hit(f, f->npwrite);
-		if (rc) {
-			/* A failed write may have reached part of the disk: its first half. */
-			if (len >= 1024)
-				mf_pwrite(&f->mf, buf, len / 1024 * 512, off);
-			return rc;
-		}
-	}
-	return mf_pwrite(&f->mf, buf, len, off);
-}
-
-static int fy_sync(void *ctx)
-{
-	struct faulty *f = ctx;
-	f->nsync++;
-	f->events++;
-	if (f->on == FAULT_SYNC) {
-		int rc = faulty_hit(f, f->nsync);
-		if (rc) {
-			f->sync_failed = true;
-			return rc;
-		}
-	}
-	return 0;
-}
-
-static int fy_punch_hole(void *ctx, uint64_t off, uint64_t len)
-{
-	struct faulty *f = ctx;
-	f->events++;
-	return mf_punch_hole(&f->mf, off, len);
-}
-
-static int fy_truncate(void *ctx, uint64_t size)
-{
-	struct faulty *f = ctx;
-	f->events++;
-	return mf_truncate(&f->mf, size);
-}
-
-static int fy_get_size(void *ctx, uint64_t *size)
-{
-	return mf_get_size(&((struct faulty *)ctx)->mf, size);
-}
-
-static void fy_close(void *ctx)
-{
-	(void)ctx;
-}
-
-static const struct qcow_io_ops faulty_ops = {
-    .pread = fy_pread,
-    .pwrite = fy_pwrite,
-    .sync = fy_sync,
-    .punch_hole = fy_punch_hole,
-    .truncate = fy_truncate,
-    .get_size = fy_get_size,
-    .close = fy_close,
-};
 
 /* ---- the workload ------------------------------------------------------- */
 
@@ -207,35 +108,14 @@ struct run_result {
  * Failures are counted by kind and the test goes on, so that one run shows
  * every kind of problem; the first few of each kind are described.
  */
-#define MAX_DETAILED 2
-#define MAX_KINDS    16
-
-static struct {
-	unsigned failures;
-	int nkinds;
-	struct {
-		const char *name;
-		unsigned count;
-	} kinds[MAX_KINDS];
-	char first[4096];
-} g_fails;
+static struct fail_tally g_fails;
 
 __attribute__((format(printf, 4, 5))) static void fault_failed(const struct fault_cfg *cfg,
                                                                const struct faulty *f,
                                                                const char *kind, const char *fmt,
                                                                ...)
 {
-	int k = 0;
-	while (k < g_fails.nkinds && strcmp(g_fails.kinds[k].name, kind))
-		k++;
-	if (k == g_fails.nkinds && g_fails.nkinds < MAX_KINDS) {
-		g_fails.kinds[k].name = kind;
-		g_fails.kinds[k].count = 0;
-		g_fails.nkinds++;
-	}
-	unsigned seen = k < MAX_KINDS ? g_fails.kinds[k].count++ : MAX_DETAILED;
-	g_fails.failures++;
-	if (seen >= MAX_DETAILED)
+	if (!tally_add(&g_fails, kind))
 		return;
 	char msg[2048];
 	va_list ap;
@@ -249,25 +129,9 @@ __attribute__((format(printf, 4, 5))) static void fault_failed(const struct faul
 	         f->error == -EIO ? "EIO" : "ENOSPC", f->sticky ? " sticky" : "",
 	         f->fired_in ? f->fired_in : "(not fired)", cfg->seed);
 	fprintf(stderr, "%s\n  FAILED (%s): %s\n", where, kind, msg);
-	if (g_fails.failures == 1)
+	if (g_fails.count == 1)
 		snprintf(g_fails.first, sizeof(g_fails.first), "%s: %s: %s", where, kind, msg);
 }
-
-/* Records a failure and goes to `out` (the run cannot go on). */
-#define F_CHECK(cfg, f, cond, kind, ...)                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fault_failed(cfg, f, kind, __VA_ARGS__);                                   \
-			goto out;                                                                  \
-		}                                                                                  \
-	} while (0)
-
-/* Records a failure and goes on. */
-#define F_EXPECT(cfg, f, cond, kind, ...)                                                          \
-	do {                                                                                       \
-		if (!(cond))                                                                       \
-			fault_failed(cfg, f, kind, __VA_ARGS__);                                   \
-	} while (0)
 
 /* Reopens the file with working ops and checks it. */
 static void verify_after(const struct fault_cfg *cfg, struct faulty *f, struct gmodel *m)
@@ -293,17 +157,14 @@ static void verify_after(const struct fault_cfg *cfg, struct faulty *f, struct g
 	F_CHECK(cfg, f, rc == 0 && (info.dirty || res.corruptions == 0), "qcow_check: corruption",
 	        "qcow_check after the fault (rc %d, dirty %d): %" PRIu64 " corruptions", rc,
 	        (int)info.dirty, res.corruptions);
-	for (uint64_t off = 0; off < cfg->guest_size; off += MiB) {
-		size_t n = cfg->guest_size - off < MiB ? (size_t)(cfg->guest_size - off) : MiB;
-		rc = qcow_read(img, got + off, off, n);
-		F_CHECK(cfg, f, rc == 0, "read fails",
-		        "read at %" PRIu64 " after the fault: %s: %s", off, strerror(-rc),
-		        qcow_last_error(img));
-	}
+	uint64_t off = 0;
+	rc = read_all(img, got, cfg->guest_size, &off);
+	F_CHECK(cfg, f, rc == 0, "read fails", "read at %" PRIu64 " after the fault: %s: %s", off,
+	        strerror(-rc), qcow_last_error(img));
 	qcow_close(img);
 	img = NULL;
 	struct gm_verdict v = gm_judge(m, got, f->events, f->events);
-	if (!v.ok && g_fails.failures < MAX_DETAILED)
+	if (!v.ok && g_fails.count < TALLY_DETAILED)
 		gm_explain(m, v.bad_off);
 	F_CHECK(cfg, f, v.ok, "wrong guest data",
 	        "guest byte %" PRIu64 " reads 0x%02x; the last successful flush (after %zu ops) "
@@ -344,7 +205,8 @@ static struct run_result run_once(const struct fault_cfg *cfg, const struct work
                                   enum fault_on on, unsigned fail_at, int error, bool sticky,
                                   bool abandon)
 {
-	struct faulty f = {.on = on, .fail_at = fail_at, .error = error, .sticky = sticky};
+	struct faulty f = {
+	    .armed = true, .on = on, .fail_at = fail_at, .error = error, .sticky = sticky};
 	tu_watch("faults[%s]: seed=0x%" PRIx64 ": run with fault on %s #%u", cfg->name, cfg->seed,
 	         on == FAULT_PWRITE ? "pwrite" : "sync", fail_at);
 	struct gmodel m;
@@ -389,18 +251,14 @@ static struct run_result run_once(const struct fault_cfg *cfg, const struct work
 		struct gop *g = NULL;
 		switch (o->kind) {
 		case W_WRITE:
-			rc = CALL(&f, "qcow_write", qcow_write(img, o->data, o->off, o->len));
-			g = gm_add(&m, GOP_WRITE, o->off, o->len, o->data, ev);
-			break;
 		case W_ZERO:
-			rc = CALL(&f, "qcow_write_zeroes",
-			          qcow_write_zeroes(img, o->off, o->len, o->zflags));
-			g = gm_add(&m, GOP_ZERO, o->off, o->len, NULL, ev);
-			break;
 		case W_DISCARD: {
-			rc = CALL(&f, "qcow_discard", qcow_discard(img, o->off, o->len));
-			uint64_t s = (o->off + cs - 1) / cs * cs, e = (o->off + o->len) / cs * cs;
-			g = gm_add(&m, GOP_DISCARD, s, e > s ? e - s : 0, NULL, ev);
+			enum gop_kind kind = o->kind == W_WRITE  ? GOP_WRITE
+			                     : o->kind == W_ZERO ? GOP_ZERO
+			                                         : GOP_DISCARD;
+			rc = CALL(&f, gop_calls[kind],
+			          gop_run(img, kind, o->off, o->len, o->data, o->zflags));
+			g = gm_record(&m, kind, o->off, o->len, o->data, ev, cs);
 			break;
 		}
 		case W_FLUSH: {
@@ -414,7 +272,7 @@ static struct run_result run_once(const struct fault_cfg *cfg, const struct work
 			F_EXPECT(
 			    cfg, &f, !(fenced && rc == 0), "flush succeeds after fence",
 			    "op %u: qcow_flush succeeded after an earlier %s failed on the same "
-			    "handle (DESIGN.md invariant 5)",
+			    "handle (a failed flush fences the image)",
 			    i, flush_failed ? "flush" : "sync");
 			if (rc == 0 && !fenced)
 				gm_flushed(&m, f.events);
@@ -507,11 +365,10 @@ static void run_faults(const struct fault_cfg *cfg)
 	runs += sweep(cfg, &w, FAULT_PWRITE, &t, -ENOSPC, false, max_runs / 4);
 	fprintf(stderr,
 	        "faults[%s]: %u pwrites, %u syncs in a clean run; %u faulted runs, %u failures\n",
-	        cfg->name, clean.npwrite, clean.nsync, runs, g_fails.failures);
-	for (int k = 0; k < g_fails.nkinds; k++)
-		fprintf(stderr, "  %u: %s\n", g_fails.kinds[k].count, g_fails.kinds[k].name);
-	cr_expect_eq(g_fails.failures, 0, "%u failures in %u faulted runs; first: %s",
-	             g_fails.failures, runs, g_fails.first);
+	        cfg->name, clean.npwrite, clean.nsync, runs, g_fails.count);
+	tally_print(&g_fails, "faults");
+	cr_expect_eq(g_fails.count, 0, "%u failures in %u faulted runs; first: %s", g_fails.count,
+	             runs, g_fails.first);
 	free_workload(&w);
 }
 

@@ -81,7 +81,7 @@ judge_crashed() {
 	for f in "$DIR"/volumes/*.qcow2 "$DIR"/bases/*.qcow2; do
 		[[ -e $f ]] || continue
 		rc=0
-		dirty=$(($(od -An -tu1 -j79 -N1 "$f") & 1))
+		dirty=$(dirty_bit "$f")
 		if [[ $dirty == 1 ]]; then
 			cp "$f" dirty-copy.qcow2
 			t qemu-img check -r all dirty-copy.qcow2 >check.out 2>&1 || rc=$?

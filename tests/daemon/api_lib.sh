@@ -1,14 +1,11 @@
 # SPDX-License-Identifier: MIT
 # api_lib.sh - sourced (after lib.sh) by the api_*.sh tests of blockd's
-# control API: HTTP calls on DIR/control.sock, JSON checks, and NBD
-# clients that hold a volume attached (api_client.py).
+# control API: HTTP calls on DIR/control.sock, checks of their answers
+# (json, in ../lib.sh, reads them), and NBD clients that hold a volume
+# attached (api_client.py).
 need curl nbdcopy cmp
-PYTHON=/usr/bin/python3
+need_python_nbd
 CLIENT=$DAEMON_TEST_DIR/api_client.py
-$PYTHON -c 'import nbd' 2>/dev/null || {
-	echo "SKIP: $PYTHON has no nbd module"
-	exit 77
-}
 
 # Checks of error answers do not stop the test: it reports them all, then
 # fails (api_done).
@@ -36,16 +33,6 @@ api() {
 	rm -f resp
 	STATUS=$(curl "${args[@]}" "http://localhost$path") || fail "curl $method $path failed"
 	touch resp
-}
-
-# json EXPR [FILE]: EXPR evaluated with d = the JSON document in FILE
-# (default resp); booleans print as true/false, None as null.
-json() {
-	$PYTHON -c 'import json, sys
-d = json.load(open(sys.argv[1]))
-v = eval(sys.argv[2])
-print("null" if v is None else str(v).lower() if isinstance(v, bool) else v)' \
-		"${2:-resp}" "$1"
 }
 
 # expect STATUS METHOD PATH [BODY]: the call must answer STATUS.
@@ -140,7 +127,7 @@ dump() {
 
 # nbd_write EXPORT OFFSET LENGTH BYTE: writes and flushes over NBD.
 nbd_write() {
-	t $PYTHON "$CLIENT" write "$(unix_uri "$1")" "$2" "$3" "$4" || fail "writing to $1"
+	sys_python "$CLIENT" write "$(unix_uri "$1")" "$2" "$3" "$4" || fail "writing to $1"
 }
 
 # export_size EXPORT: its size as nbdinfo reads it on a new connection.

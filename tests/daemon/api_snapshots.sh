@@ -24,13 +24,13 @@ start_blockd "$DIR"
 
 # --- a snapshot taken under writes holds exactly the acknowledged ones.
 expect 201 POST /v1/volumes '{"name": "vol", "size": "64M"}'
-t $PYTHON "$CLIENT" snapshot-during-writes "$DIR/control.sock" "$BLOCKD_SOCK" vol s1 ||
+sys_python "$CLIENT" snapshot-during-writes "$DIR/control.sock" "$BLOCKD_SOCK" vol s1 ||
 	fail "the snapshot taken under writes is wrong"
 wait_detached vol
 # Twice more, on volumes of their own, for other timings.
 for w in w2 w3; do
 	expect 201 POST /v1/volumes "{\"name\": \"$w\", \"size\": \"64M\"}"
-	t $PYTHON "$CLIENT" snapshot-during-writes "$DIR/control.sock" "$BLOCKD_SOCK" "$w" snap ||
+	sys_python "$CLIENT" snapshot-during-writes "$DIR/control.sock" "$BLOCKD_SOCK" "$w" snap ||
 		fail "the snapshot of $w taken under writes is wrong"
 	wait_detached "$w"
 	expect 204 DELETE "/v1/volumes/$w"

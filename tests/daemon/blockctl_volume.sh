@@ -7,19 +7,11 @@
 # snapshot export, sparse results) compared with cmp and qemu-img compare.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-need qemu-io cmp /usr/bin/python3
-
-# json FILE EXPR: EXPR evaluated with d = the JSON document in FILE.
-json() {
-	/usr/bin/python3 -c 'import json, sys
-d = json.load(open(sys.argv[1]))
-v = eval(sys.argv[2])
-print(str(v).lower() if isinstance(v, bool) else v)' "$1" "$2"
-}
+need qemu-io cmp "$PYTHON"
 
 # ctl ARGS...: blockctl on the test daemon; stdout to out.txt, stderr to err.txt.
 ctl() {
-	t "$BLOCKCTL" --data-dir "$BLOCKD_DIR" "$@" >out.txt 2>err.txt
+	blockctl --data-dir "$BLOCKD_DIR" "$@" >out.txt 2>err.txt
 }
 
 # ok ARGS...: the command succeeds with nothing on stderr.
@@ -31,13 +23,9 @@ ok() {
 # refused STATUS PATTERN ARGS...: the command exits STATUS with one line on
 # stderr, "blockctl: ..." matching PATTERN (grep -E).
 refused() {
-	local want=$1 pattern=$2 rc=0
+	local want=$1 pattern=$2
 	shift 2
-	ctl "$@" || rc=$?
-	[[ $rc == "$want" ]] || fail "blockctl $*: exit $rc, expected $want: $(cat err.txt)"
-	[[ $(wc -l <err.txt) == 1 ]] || fail "blockctl $*: not one line on stderr: $(cat err.txt)"
-	grep -Eq "^blockctl: .*($pattern)" err.txt ||
-		fail "blockctl $*: stderr '$(cat err.txt)' does not match '$pattern'"
+	expect_fail "$want" "^blockctl: .*($pattern)" --data-dir "$BLOCKD_DIR" "$@"
 }
 
 start_blockd "$TMP/data"
@@ -53,17 +41,17 @@ grep -Eq '^NAME +SIZE +ALLOCATED' out.txt || fail "volume list header: $(cat out
 grep -Eq '^vm1 +64 MiB ' out.txt || fail "volume list row vm1: $(cat out.txt)"
 grep -Eq '^vm2 +1 KiB ' out.txt || fail "volume list row vm2: $(cat out.txt)"
 ok volume list --json
-[[ $(json out.txt '" ".join(sorted(v["name"] for v in d["volumes"]))') == "vm1 vm2" ]] ||
+[[ $(json '" ".join(sorted(v["name"] for v in d["volumes"]))' out.txt) == "vm1 vm2" ]] ||
 	fail "volume list --json: $(cat out.txt)"
-[[ $(json out.txt '[v["size"] for v in d["volumes"] if v["name"] == "vm2"][0]') == 1024 ]] ||
+[[ $(json '[v["size"] for v in d["volumes"] if v["name"] == "vm2"][0]' out.txt) == 1024 ]] ||
 	fail "vm2 is not 1024 bytes: $(cat out.txt)"
 ok volume info vm1
 grep -q '^size: *64 MiB (67108864 bytes)' out.txt || fail "volume info: $(cat out.txt)"
 ok volume info --json vm1
-[[ $(json out.txt 'd["size"]') == 67108864 ]] || fail "volume info --json size: $(cat out.txt)"
-[[ $(json out.txt 'd["snapshots"]') == "[]" ]] || fail "volume info --json snapshots: $(cat out.txt)"
+[[ $(json 'd["size"]' out.txt) == 67108864 ]] || fail "volume info --json size: $(cat out.txt)"
+[[ $(json 'd["snapshots"]' out.txt) == "[]" ]] || fail "volume info --json snapshots: $(cat out.txt)"
 # --control names the socket itself.
-t "$BLOCKCTL" --control "$BLOCKD_DIR/control.sock" volume list >out.txt ||
+blockctl --control "$BLOCKD_DIR/control.sock" volume list >out.txt ||
 	fail "blockctl --control volume list"
 grep -q '^vm1 ' out.txt || fail "volume list through --control: $(cat out.txt)"
 
@@ -92,7 +80,7 @@ refused 2 "is not VOL@SNAP" volume clone vm1 vm9
 refused 2 "snapshot name is empty" snapshot create vm1 ''
 refused 2 "needs an argument" --data-dir
 rc=0
-t "$BLOCKCTL" --data-dir "$TMP/nowhere" volume list 2>err.txt || rc=$?
+blockctl --data-dir "$TMP/nowhere" volume list 2>err.txt || rc=$?
 [[ $rc == 1 ]] && grep -q "cannot reach blockd at $TMP/nowhere/control.sock" err.txt ||
 	fail "no daemon: exit $rc, $(cat err.txt)"
 
@@ -102,7 +90,7 @@ grep -q "Volume resized." out.txt || fail "volume resize printed $(cat out.txt)"
 ok volume resize vm2 +1M
 ok volume resize vm2 -512K
 ok volume info --json vm2
-[[ $(json out.txt 'd["size"]') == $((1536 << 10)) ]] || fail "vm2 after resizes: $(cat out.txt)"
+[[ $(json 'd["size"]' out.txt) == $((1536 << 10)) ]] || fail "vm2 after resizes: $(cat out.txt)"
 
 # --- snapshots, clone, restore ---------------------------------------------
 t qemu-io -f raw -c 'write -P 0x11 0 1M' "$(unix_uri vm1)" >/dev/null || fail "qemu-io write vm1"
@@ -112,7 +100,7 @@ ok snapshot list vm1
 grep -q '^Snapshot list:' out.txt && grep -Eq '^[0-9]+ +s1 ' out.txt ||
 	fail "snapshot list: $(cat out.txt)"
 ok snapshot list --json vm1
-[[ $(json out.txt '[s["name"] for s in d["snapshots"]]') == "['s1']" ]] ||
+[[ $(json '[s["name"] for s in d["snapshots"]]' out.txt) == "['s1']" ]] ||
 	fail "snapshot list --json: $(cat out.txt)"
 ok volume info vm1
 grep -Eq '^[0-9]+ +s1 ' out.txt || fail "volume info shows no snapshot s1: $(cat out.txt)"
@@ -136,7 +124,7 @@ refused 1 "invalid snapshot name" snapshot delete vm1 ../x
 # --- import / export --------------------------------------------------------
 # A raw file, not a multiple of 512 bytes, with data at both ends and a
 # large hole and an all-zero written block in between.
-/usr/bin/python3 - <<-'EOF'
+sys_python - <<-'EOF'
 	import os
 	with open("src.raw", "wb") as f:
 	    f.truncate(40 * 1024 * 1024 + 1000)
@@ -148,9 +136,9 @@ EOF
 size=$(stat -c %s src.raw)
 ok volume import src.raw imp
 ok volume info --json imp
-[[ $(json out.txt 'd["size"]') == $(((size + 511) / 512 * 512)) ]] ||
+[[ $(json 'd["size"]' out.txt) == $(((size + 511) / 512 * 512)) ]] ||
 	fail "imported volume size: $(cat out.txt)"
-(($(json out.txt 'd["allocated"]') < 16 << 20)) || fail "import is not sparse: $(cat out.txt)"
+(($(json 'd["allocated"]' out.txt) < 16 << 20)) || fail "import is not sparse: $(cat out.txt)"
 ok volume export imp out.raw
 cmp -n "$size" src.raw out.raw || fail "raw export differs from the imported file"
 (($(stat -c %b out.raw) * 512 < 16 << 20)) || fail "raw export is not sparse"
@@ -181,7 +169,7 @@ refused 1 "no volume nope" volume export nope nope.raw
 # Import errors: no source (no volume made), an existing volume (kept).
 refused 1 "missing.raw: No such file" volume import missing.raw m1
 ok volume list --json
-[[ $(json out.txt '"m1" in [v["name"] for v in d["volumes"]]') == false ]] ||
+[[ $(json '"m1" in [v["name"] for v in d["volumes"]]' out.txt) == false ]] ||
 	fail "a failed import left volume m1"
 refused 1 "imp.*already exists" volume import src.raw imp
 ok volume export imp again.raw

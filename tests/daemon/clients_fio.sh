@@ -8,11 +8,8 @@
 # file is clean afterwards.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-need fio /usr/bin/python3
-if ! fio --enghelp=nbd >/dev/null 2>&1; then
-	echo "SKIP: fio lacks the nbd engine"
-	exit 77
-fi
+need fio "$PYTHON"
+fio --enghelp=nbd >/dev/null 2>&1 || skip "fio lacks the nbd engine"
 
 # jobfile URI [extra global options...]: a job file on stdout.
 jobfile() {
@@ -56,7 +53,7 @@ run_fio() {
 # check_jobs NAME: four jobs, none with an error, each read back (verified)
 # all it wrote -- or, with verify_only, all its region.
 check_jobs() {
-	/usr/bin/python3 - "$1.json" <<-'EOF'
+	sys_python - "$1.json" <<-'EOF'
 		import json, sys
 		d = json.load(open(sys.argv[1]))
 		jobs = d["jobs"]
@@ -83,7 +80,7 @@ run_fio write "$(tcp_uri vol)" do_verify=1 || rc=$?
 [[ $rc == 0 ]] || fail "fio randwrite+verify exited $rc: $(cat write.err)"
 check_jobs write || fail "fio randwrite+verify: $(cat write.err)"
 grep -q 'verify' write.err && fail "fio reported verify trouble: $(cat write.err)"
-written=$(/usr/bin/python3 -c 'import json, sys
+written=$(sys_python -c 'import json, sys
 print(sum(j["write"]["io_bytes"] for j in json.load(open(sys.argv[1]))["jobs"]))' write.json)
 [[ $written == $((32 << 20)) ]] || fail "fio wrote $written bytes, not 32 MiB"
 conns=$(grep -c 'connection [0-9]* from .*: export ' "$BLOCKD_LOG" || true)

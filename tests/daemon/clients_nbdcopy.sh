@@ -25,7 +25,7 @@ dd if=/dev/urandom of=sparse.raw bs=1M seek=40 count=24 status=none conv=notrunc
 # before blockd starts, and in full while it runs.
 dd if=/dev/urandom of=snap.raw bs=1M count=8 status=none
 t qemu-img convert -n -f raw -O qcow2 snap.raw data/volumes/snapv.qcow2
-t "$BLOCKCTL" image snapshot create data/volumes/snapv.qcow2 s1 >/dev/null
+blockctl image snapshot create data/volumes/snapv.qcow2 s1 >/dev/null
 t qemu-io -f qcow2 -c 'write -P 0x5a 1M 2M' data/volumes/snapv.qcow2 >/dev/null
 
 start_blockd "$TMP/data"

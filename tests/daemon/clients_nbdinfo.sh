@@ -7,15 +7,7 @@
 # qemu-img map read from the same qcow2 file before blockd opened it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-need qemu-io /usr/bin/python3
-
-# json FILE EXPR: EXPR evaluated with d = the JSON document in FILE.
-json() {
-	/usr/bin/python3 -c 'import json, sys
-d = json.load(open(sys.argv[1]))
-v = eval(sys.argv[2])
-print(str(v).lower() if isinstance(v, bool) else v)' "$1" "$2"
-}
+need qemu-io "$PYTHON"
 
 new_volume data vol 4M
 new_volume data other 1M
@@ -25,7 +17,7 @@ vol=data/volumes/vol.qcow2
 t qemu-io -f qcow2 -c 'write -P 0x11 0 192k' -c 'write -z 512k 128k' \
 	-c 'write -P 0 2M 64k' -c 'write -P 0x22 3M 4k' -c 'write -P 0x33 4032k 64k' \
 	"$vol" >/dev/null
-t "$BLOCKCTL" image snapshot create "$vol" s1 >/dev/null
+blockctl image snapshot create "$vol" s1 >/dev/null
 t qemu-img map --output=json "$vol" >want-map.json
 # Ranges holding non-zero bytes: never reported as zero.
 nonzero="0:196608 3145728:4096 4128768:65536"
@@ -37,28 +29,28 @@ start_blockd "$TMP/data"
 for uri_of in tcp_uri unix_uri; do
 	list_uri=$($uri_of "")
 	t nbdinfo --list --json "$list_uri" >list.json || fail "nbdinfo --list $list_uri"
-	names=$(json list.json '" ".join(sorted(e["export-name"] for e in d["exports"]))')
+	names=$(json '" ".join(sorted(e["export-name"] for e in d["exports"]))' list.json)
 	[[ $names == "other vol vol@s1" ]] || fail "nbdinfo --list $list_uri: exports '$names'"
 	t nbdinfo --list "$list_uri" >list.txt || fail "nbdinfo --list (text) $list_uri"
 	grep -q 'export="vol@s1"' list.txt || fail "vol@s1 missing from nbdinfo --list: $(cat list.txt)"
 
 	t nbdinfo --json "$($uri_of vol)" >vol.json || fail "nbdinfo --json $($uri_of vol)"
-	[[ $(json vol.json 'd["exports"][0]["export-size"]') == 4194304 ]] ||
+	[[ $(json 'd["exports"][0]["export-size"]' vol.json) == 4194304 ]] ||
 		fail "vol size: $(cat vol.json)"
 	for key in is_read_only:false can_multi_conn:true can_flush:true can_fua:true \
 		can_trim:true can_zero:true; do
-		[[ $(json vol.json "d['exports'][0]['${key%:*}']") == "${key#*:}" ]] ||
+		[[ $(json "d['exports'][0]['${key%:*}']" vol.json) == "${key#*:}" ]] ||
 			fail "vol over $uri_of: ${key%:*} is not ${key#*:}: $(cat vol.json)"
 	done
 
 	t nbdinfo --json "$($uri_of other)" >other.json || fail "nbdinfo --json other"
-	[[ $(json other.json 'd["exports"][0]["export-size"]') == 1048576 ]] ||
+	[[ $(json 'd["exports"][0]["export-size"]' other.json) == 1048576 ]] ||
 		fail "other size: $(cat other.json)"
 
 	t nbdinfo --json "$($uri_of vol@s1)" >snap.json || fail "nbdinfo --json vol@s1"
-	[[ $(json snap.json 'd["exports"][0]["export-size"]') == 4194304 ]] ||
+	[[ $(json 'd["exports"][0]["export-size"]' snap.json) == 4194304 ]] ||
 		fail "vol@s1 size: $(cat snap.json)"
-	[[ $(json snap.json 'd["exports"][0]["is_read_only"]') == true ]] ||
+	[[ $(json 'd["exports"][0]["is_read_only"]' snap.json) == true ]] ||
 		fail "vol@s1 is not read-only: $(cat snap.json)"
 
 	t nbdinfo --map --json "$($uri_of vol)" >got-map.json || fail "nbdinfo --map $($uri_of vol)"
@@ -66,7 +58,7 @@ for uri_of in tcp_uri unix_uri; do
 	# data -> no hole bit; explicit zero cluster -> zero bit; unallocated
 	# -> hole and zero; known non-zero bytes -> neither.  The extents
 	# must tile the whole disk.
-	/usr/bin/python3 - want-map.json got-map.json 4194304 "$nonzero" <<-'EOF' ||
+	sys_python - want-map.json got-map.json 4194304 "$nonzero" <<-'EOF' ||
 		import json, sys
 		want = json.load(open(sys.argv[1]))
 		got = json.load(open(sys.argv[2]))

@@ -10,18 +10,15 @@
 # correctly.  An unknown export name fails to connect.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-need nbdsh /usr/bin/python3 qemu-io
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || {
-	echo "SKIP: python3 lacks the nbd module"
-	exit 77
-}
+need nbdsh "$PYTHON" qemu-io
+need_python_nbd
 
 new_volume data vol 8M
 # 0x42 in the first MiB, 0x43 in the last 64 KiB, nothing in between; the
 # snapshot s1 holds that.
 t qemu-io -f qcow2 -c 'write -P 0x42 0 1M' -c 'write -P 0x43 8128k 64k' \
 	data/volumes/vol.qcow2 >/dev/null
-t "$BLOCKCTL" image snapshot create data/volumes/vol.qcow2 s1 >/dev/null
+blockctl image snapshot create data/volumes/vol.qcow2 s1 >/dev/null
 
 start_blockd "$TMP/data"
 
@@ -230,7 +227,7 @@ EOF
 
 for uri_of in tcp_uri unix_uri; do
 	for structured in 1 0; do
-		t /usr/bin/python3 hostile.py "$($uri_of vol)" "$($uri_of vol@s1)" "$structured" ||
+		sys_python hostile.py "$($uri_of vol)" "$($uri_of vol@s1)" "$structured" ||
 			fail "hostile requests over $uri_of (structured replies $structured)"
 	done
 done

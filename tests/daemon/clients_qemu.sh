@@ -9,22 +9,6 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need qemu-io dd
 
-# qio URI CMD...: qemu-io on an NBD export; fails on any error or
-# pattern mismatch.
-qio() {
-	local uri=$1 out rc=0
-	shift
-	local args=()
-	for c in "$@"; do
-		args+=(-c "$c")
-	done
-	out=$(t qemu-io -f raw "${args[@]}" "$uri" 2>&1) || rc=$?
-	if [[ $rc != 0 ]] || grep -qi 'fail\|error\|mismatch' <<<"$out"; then
-		echo "$out" >&2
-		fail "qemu-io $* on $uri (status $rc)"
-	fi
-}
-
 new_volume data vol 16M
 new_volume data conv 16M
 new_volume data copy 16M
@@ -48,11 +32,11 @@ done
 
 tcp=$(tcp_uri vol)
 unix=$(unix_uri vol)
-qio "$tcp" 'write -P 0xa1 0 64k' 'write -P 0xa2 1M 1M' 'write -P 0xa3 5000 3000' \
+qio_cmds raw "$tcp" 'write -P 0xa1 0 64k' 'write -P 0xa2 1M 1M' 'write -P 0xa3 5000 3000' \
 	'write -P 0xa4 15M 1M'
-qio "$unix" 'write -P 0xb1 4M 8k' 'write -z 1536k 4k' 'write -P 0xb2 6M 128k' \
+qio_cmds raw "$unix" 'write -P 0xb1 4M 8k' 'write -z 1536k 4k' 'write -P 0xb2 6M 128k' \
 	'discard 6M 64k' 'writev -P 0xb3 9M 4k 512 12k'
-qio "$tcp" 'aio_write -P 0xc1 10M 64k' 'aio_write -P 0xc2 10304k 64k' 'aio_flush'
+qio_cmds raw "$tcp" 'aio_write -P 0xc1 10M 64k' 'aio_write -P 0xc2 10304k 64k' 'aio_flush'
 expected_reads=(
 	'read -P 0xa1 0 5000' 'read -P 0xa3 5000 3000' 'read -P 0xa1 8000 57536'
 	'read -P 0 64k 960k' 'read -P 0xa2 1M 512k' 'read -P 0 1536k 4k'
@@ -60,8 +44,8 @@ expected_reads=(
 	'read -P 0xb2 6208k 64k' 'read -P 0xb3 9M 16896'
 	'read -P 0xc1 10M 64k' 'read -P 0xc2 10304k 64k' 'read -P 0 12M 3M'
 )
-qio "$unix" "${expected_reads[@]}"
-qio "$tcp" "${expected_reads[@]}"
+qio_cmds raw "$unix" "${expected_reads[@]}"
+qio_cmds raw "$tcp" "${expected_reads[@]}"
 # qemu-io checks what it reads; make sure a mismatch would be seen.
 out=$(t qemu-io -f raw -c 'read -P 0xa2 0 4k' "$tcp" 2>&1) || true
 grep -q 'Pattern verification failed' <<<"$out" ||

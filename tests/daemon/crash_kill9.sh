@@ -14,12 +14,8 @@
 # smallest metadata cache and one thread, so that tables are written back
 # under cache pressure between flushes too.
 source "$(dirname "$0")/lib.sh"
-PYTHON=/usr/bin/python3
+need_python_nbd
 CLIENT=$DAEMON_TEST_DIR/crash_client.py
-$PYTHON -c 'import nbd' 2>/dev/null || {
-	echo "SKIP: $PYTHON has no nbd module"
-	exit 77
-}
 
 SEED=${CRASH_SEED:-20240611}
 ROUNDS=${CRASH_ROUNDS:-5}
@@ -48,7 +44,7 @@ start() {
 # So also judge a repaired copy: what check -r all cannot fix is real.
 qemu_judge() {
 	local vol=$1 round=$2 rc=0 dirty
-	dirty=$(($(od -An -tu1 -j79 -N1 "$DIR/volumes/$vol.qcow2") & 1))
+	dirty=$(dirty_bit "$DIR/volumes/$vol.qcow2")
 	t qemu-img check "$DIR/volumes/$vol.qcow2" >check.out 2>&1 || rc=$?
 	echo "round $round: qemu-img check of crashed $vol (dirty bit $dirty): status $rc"
 	if [[ $dirty == 0 && $rc != 0 && $rc != 3 ]]; then

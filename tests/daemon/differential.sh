@@ -8,11 +8,7 @@
 # file full of random data.
 source "$(dirname "$0")/lib.sh"
 need qemu-nbd
-PYTHON=/usr/bin/python3
-$PYTHON -c 'import nbd' 2>/dev/null || {
-	echo "SKIP: $PYTHON has no nbd module"
-	exit 77
-}
+need_python_nbd
 
 SEED=${DIFF_SEED:-7101}
 OPS=${DIFF_OPS:-2500}
@@ -20,14 +16,12 @@ SIZE=$((64 << 20))
 DIR=$TMP/data
 echo "seed $SEED, $OPS requests per variant"
 
-QEMU_PIDS=()
-trap 'for p in "${QEMU_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; cleanup' EXIT
-
-# start_qemu_nbd IMAGE SOCKET: qemu-nbd serving IMAGE as export "".
+# start_qemu_nbd IMAGE SOCKET: qemu-nbd serving IMAGE as export "" (a
+# helper, killed on exit unless stop_qemu_nbds stopped it).
 start_qemu_nbd() {
 	local i
 	qemu-nbd -f qcow2 --persistent --shared=4 --discard=unmap -k "$2" "$1" 2>>qemu-nbd.log &
-	QEMU_PIDS+=($!)
+	HELPER_PIDS+=($!)
 	for ((i = 0; i < 200; i++)); do
 		[[ -S $2 ]] && return 0
 		sleep 0.05
@@ -37,11 +31,11 @@ start_qemu_nbd() {
 
 stop_qemu_nbds() {
 	local p
-	for p in "${QEMU_PIDS[@]}"; do
+	for p in "${HELPER_PIDS[@]}"; do
 		kill -TERM "$p"
 		wait "$p" || fail "qemu-nbd exited with status $? after SIGTERM"
 	done
-	QEMU_PIDS=()
+	HELPER_PIDS=()
 }
 
 # The plain variant: a fresh volume.
@@ -50,7 +44,7 @@ mkdir qemu
 cp "$DIR/volumes/plain.qcow2" qemu/plain.qcow2
 
 # The backing variant: random data with holes in the base, an empty overlay.
-$PYTHON - "$SEED" base.raw "$SIZE" <<'PY'
+sys_python - "$SEED" base.raw "$SIZE" <<'PY'
 import random, sys
 rng = random.Random(int(sys.argv[1]))
 size = int(sys.argv[3])
@@ -69,11 +63,11 @@ start_qemu_nbd qemu/plain.qcow2 "$TMP/plain.sock"
 start_qemu_nbd qemu/over.qcow2 "$TMP/over.sock"
 
 echo "--- plain volume"
-t $PYTHON "$DAEMON_TEST_DIR/differential.py" "$SEED" "$OPS" "$(unix_uri plain)" \
+sys_python "$DAEMON_TEST_DIR/differential.py" "$SEED" "$OPS" "$(unix_uri plain)" \
 	"nbd+unix:///?socket=$TMP/plain.sock" plain.shadow ||
 	fail "plain volume: blockd and qemu-nbd disagree (seed $SEED)"
 echo "--- overlay on a backing file"
-t $PYTHON "$DAEMON_TEST_DIR/differential.py" $((SEED + 1)) "$OPS" "$(tcp_uri over)" \
+sys_python "$DAEMON_TEST_DIR/differential.py" $((SEED + 1)) "$OPS" "$(tcp_uri over)" \
 	"nbd+unix:///?socket=$TMP/over.sock" over.shadow base.raw ||
 	fail "overlay: blockd and qemu-nbd disagree (seed $((SEED + 1)))"
 

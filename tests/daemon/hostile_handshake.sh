@@ -12,28 +12,28 @@
 # answer.  Afterwards blockd still serves and stops cleanly.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-need qemu-io /usr/bin/python3
+need qemu-io "$PYTHON"
 
 new_volume data vol 8M
 new_volume data other 8M
 for v in vol other; do
 	t qemu-io -f qcow2 -c 'write -P 0x42 0 1M' "data/volumes/$v.qcow2" >/dev/null
 done
-t "$BLOCKCTL" image snapshot create data/volumes/vol.qcow2 s1 >/dev/null
+blockctl image snapshot create data/volumes/vol.qcow2 s1 >/dev/null
 # Bait for path traversal: qcow2 files where ../x and a/b would lead if
 # names were used as paths.
-t "$BLOCKCTL" image create data/x.qcow2 8M >/dev/null
+blockctl image create data/x.qcow2 8M >/dev/null
 mkdir -p data/volumes/a
-t "$BLOCKCTL" image create data/volumes/a/b.qcow2 8M >/dev/null
+blockctl image create data/volumes/a/b.qcow2 8M >/dev/null
 
 start_blockd "$TMP/data"
 
 # 127.0.0.2 must be usable as a source address for the second-host check.
-/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.2", 0))' ||
+sys_python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.2", 0))' ||
 	fail "cannot bind to 127.0.0.2"
 
 rc=0
-t /usr/bin/python3 "$DAEMON_TEST_DIR/hostile_handshake.py" "$BLOCKD_PORT" "$BLOCKD_SOCK" \
+sys_python "$DAEMON_TEST_DIR/hostile_handshake.py" "$BLOCKD_PORT" "$BLOCKD_SOCK" \
 	"$BLOCKD_PID" >hostile.out 2>&1 || rc=$?
 if [[ $rc != 0 ]]; then
 	cat hostile.out >&2

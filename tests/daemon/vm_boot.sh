@@ -28,11 +28,6 @@ VM_TIMEOUT=${VM_TIMEOUT:-120}
 VOLUME_SIZE=$((64 << 20))
 CACHE=${BLOCKD_TEST_CACHE:-${HOME:-/tmp}/.cache/blockd-tests}/debs
 
-skip() {
-	echo "SKIP: $*"
-	exit 77
-}
-
 # cached_in DIR GLOB: the newest file in DIR matching GLOB, or nothing.
 cached_in() {
 	local files
@@ -224,7 +219,7 @@ check_image() {
 # its writes flushed, still has the disk attached); the file checked;
 # blockd restarted; the read boot; blockd stopped cleanly.
 round() {
-	local tag=$1 stop=$2 transport=$3 dir=$TMP/$1 marker rc hdr
+	local tag=$1 stop=$2 transport=$3 dir=$TMP/$1 marker rc
 	local trace=$1-write.trace last="done"
 	marker=$tag-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 	new_volume "$dir" vol "$VOLUME_SIZE"
@@ -261,8 +256,7 @@ round() {
 	if [[ $stop != term ]]; then
 		# blockd repairs a dirty image when it starts; a clean one may
 		# only leak clusters (qemu-img check status 3), as qemu's may.
-		hdr=$(od -An -tu1 -j79 -N1 "$dir/volumes/vol.qcow2" | tr -d ' ')
-		if (((hdr & 1) == 0)); then
+		if [[ $(dirty_bit "$dir/volumes/vol.qcow2") == 0 ]]; then
 			rc=0
 			t qemu-img check "$dir/volumes/vol.qcow2" >"$tag-check.txt" 2>&1 || rc=$?
 			[[ $rc == 0 || $rc == 3 ]] ||
@@ -289,8 +283,11 @@ round() {
 }
 
 VM_PID=
-# timeout passes SIGTERM on to qemu.
-trap '[[ -z $VM_PID ]] || kill -TERM "$VM_PID" 2>/dev/null || true; cleanup' EXIT
+# A guest still running on exit: timeout passes SIGTERM on to qemu.
+vm_stop() {
+	[[ -z $VM_PID ]] || kill -TERM "$VM_PID" 2>/dev/null || true
+}
+at_exit vm_stop
 fetch_debs
 build_guest
 PATTERN_SUM=$(sha256sum <pattern.bin | cut -d' ' -f1)

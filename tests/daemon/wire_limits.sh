@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Backpressure and early EOF on the wire (conformance checklist 18 and 19):
+# Backpressure and early EOF on the wire:
 # a client that never reads replies cannot make blockd buffer without
 # bound, duplicate cookies are answered, and EOF with requests in flight,
 # EOF inside a WRITE payload and requests after DISC leave it serving;
 # option replies a client never reads stay bounded; and SIGTERM with such
 # a client still connected ends the daemon cleanly (exit 0).
 source "$(dirname "$0")/lib.sh"
-need /usr/bin/python3
+need "$PYTHON"
 
 new_volume "$TMP/d" vol 128M
 start_blockd "$TMP/d"
-t /usr/bin/python3 "$DAEMON_TEST_DIR/wire_limits.py" "$BLOCKD_SOCK" vol "$BLOCKD_PID" ||
+sys_python "$DAEMON_TEST_DIR/wire_limits.py" "$BLOCKD_SOCK" vol "$BLOCKD_PID" ||
 	fail "wire limits"
 # The script sent SIGTERM with a client connected that reads nothing.
 rc=0

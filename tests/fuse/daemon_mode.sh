@@ -51,7 +51,7 @@ nbd_copy() {
 # api_field PATH EXPR: EXPR of GET PATH's JSON (bound to d).
 api_field() {
 	api_get "$1" >api.json || fail "GET $1"
-	json_get api.json "$2"
+	json "$2" api.json
 }
 
 # check_tree: the mount lists exactly blockd's volumes and snapshots, each
@@ -159,13 +159,13 @@ open_fails() {
 # read_only RO (True or False).
 attached() {
 	api_get "/v1/volumes/$1" >att.json 2>/dev/null &&
-		[[ $(json_get att.json "any(a['peer'] == '$2' and a['read_only'] == $3 for a in d['attachments'])") == True ]]
+		[[ $(json "any(a['peer'] == '$2' and a['read_only'] == $3 for a in d['attachments'])" att.json) == true ]]
 }
 
 # no_attachments VOL: nothing is attached to VOL.
 no_attachments() {
 	api_get "/v1/volumes/$1" >att.json 2>/dev/null &&
-		[[ $(json_get att.json 'len(d["attachments"])') == 0 ]]
+		[[ $(json 'len(d["attachments"])' att.json) == 0 ]]
 }
 
 # hold MODE FILE: a background process keeps FILE open (MODE "<" to read,
@@ -200,20 +200,12 @@ tcp_attach() {
 
 # expect_einval CMD...: CMD fails with "Invalid argument".
 expect_einval() {
-	local out rc=0
-	out=$("$@" 2>&1) || rc=$?
-	if [[ $rc == 0 ]] || ! grep -q 'Invalid argument' <<<"$out"; then
-		fail "$*: want EINVAL, got status $rc: $out"
-	fi
+	expect_errno 'Invalid argument' "$*" "$@"
 }
 
 # expect_enospc CMD...: CMD fails with "No space left on device".
 expect_enospc() {
-	local out rc=0
-	out=$("$@" 2>&1) || rc=$?
-	if [[ $rc == 0 ]] || ! grep -q 'No space left on device' <<<"$out"; then
-		fail "$*: want ENOSPC, got status $rc: $out"
-	fi
+	expect_errno 'No space left on device' "$*" "$@"
 }
 
 # listed DIR WORDS: ls DIR prints exactly WORDS (names and a space each).
@@ -297,7 +289,7 @@ check_tree
 for f in vol/disk spare/disk vol/info.json vol/snapshots/s0/disk vol/snapshots/s0/info.json; do
 	mode_is "$MNT/$f" 444 || fail "$MNT/$f has mode $(stat -c %a "$MNT/$f") on a read-only mount"
 done
-[[ $(json_get "$MNT/vol/snapshots/s0/info.json" 'd["volume"]') == vol ]] ||
+[[ $(json 'd["volume"]' "$MNT/vol/snapshots/s0/info.json") == vol ]] ||
 	fail "snapshots/s0/info.json does not name its volume: $(cat "$MNT/vol/snapshots/s0/info.json")"
 
 # Every disk reads what nbdcopy reads from the same export, three at once.

@@ -69,7 +69,7 @@ EOF_PY
 info_allocated_close() {
 	local i got want
 	for ((i = 0; i < 30; i++)); do
-		got=$(json_get "$1/info.json" 'd["allocated"]')
+		got=$(json 'd["allocated"]' "$1/info.json")
 		want=$(allocated_bytes "$2")
 		close_to "$got" "$want" && return 0
 		sleep 0.1
@@ -225,7 +225,7 @@ img_mtime=$(stat -c %Y img.qcow2)
 disk_mtime=$(stat -c %Y mnt/disk)
 ((disk_mtime >= img_mtime - 1 && disk_mtime <= img_mtime + 1)) ||
 	fail "mtime of mnt/disk is $disk_mtime, of img.qcow2 $img_mtime"
-snap_sec=$(json_get qinfo.json 'd["snapshots"][0]["date-sec"]')
+snap_sec=$(json 'd["snapshots"][0]["date-sec"]' qinfo.json)
 snap_mtime=$(stat -c %Y mnt/snapshots/s1/disk)
 ((snap_mtime >= snap_sec - 1 && snap_mtime <= img_mtime + 1)) ||
 	fail "mtime of the snapshot disk is $snap_mtime, taken at $snap_sec, image last written $img_mtime"
@@ -366,7 +366,7 @@ blockfs_mount mnt grown.qcow2
 [[ $(stat -c %s mnt/disk) == $((96 * M)) ]] || fail "grown mnt/disk is $(stat -c %s mnt/disk) bytes"
 [[ $(stat -c %s mnt/snapshots/s1/disk) == "$SIZE" ]] ||
 	fail "s1 of the grown image is $(stat -c %s mnt/snapshots/s1/disk) bytes, not $SIZE"
-[[ $(json_get mnt/info.json '(d["size"], [s["size"] for s in d["snapshots"]])') == "($((96 * M)), [$SIZE])" ]] ||
+[[ $(json '(d["size"], [s["size"] for s in d["snapshots"]])' mnt/info.json) == "($((96 * M)), [$SIZE])" ]] ||
 	fail "info.json of the grown image: $(cat mnt/info.json)"
 cmp -n "$SIZE" mnt/disk out.raw || fail "the grown mnt/disk lost data"
 cmp <(t dd if=mnt/disk bs=1M skip=64 status=none) <(head -c $((32 * M)) /dev/zero) ||
@@ -383,11 +383,11 @@ cmp mnt/disk out.raw || fail "the overlay's mnt/disk does not read its backing f
 # "backing" is the name in the header, as qemu-img info shows it, or the
 # canonical path (blockd's API shows those); not a path relative to
 # wherever blockfs happened to be started.
-backing=$(json_get mnt/info.json 'd["backing"]')
-[[ $backing == "$(json_get qtop.json 'd["backing-filename"]')" ||
+backing=$(json 'd["backing"]' mnt/info.json)
+[[ $backing == "$(json 'd["backing-filename"]' qtop.json)" ||
 	$backing == "$(realpath img.qcow2)" ]] ||
 	fail "the overlay's info.json says backing '$backing': $(cat mnt/info.json)"
-[[ $(json_get mnt/info.json 'd["size"]') == "$SIZE" ]] || fail "the overlay's info.json: $(cat mnt/info.json)"
+[[ $(json 'd["size"]' mnt/info.json) == "$SIZE" ]] || fail "the overlay's info.json: $(cat mnt/info.json)"
 blockfs_unmount mnt top.qcow2
 wait_released img.qcow2
 

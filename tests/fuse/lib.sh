@@ -4,7 +4,9 @@
 # a scratch folder (on exit background helpers are stopped, every FUSE and
 # loop mount under it is taken down, a blockd still running is killed, then
 # it is removed), skips (77) without /dev/fuse or a needed tool, and bounds
-# every command in time.
+# every command in time.  The helpers all tests share are in ../lib.sh;
+# here are blockfs's: mounting and unmounting it, its refusals, blockd's
+# control API, and ext4 on a disk judged by e2fsprogs.
 set -euo pipefail
 
 USAGE="usage: $0 PATH-TO-BLOCKFS PATH-TO-BLOCKCTL [PATH-TO-BLOCKD]"
@@ -16,82 +18,22 @@ if [[ -n ${3:-} ]]; then
 fi
 FUSE_TEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STEP_TIMEOUT=${STEP_TIMEOUT:-30}
-# need, fail, t, start_blockd, stop_blockd, kill_blockd, tcp_uri, unix_uri.
-source "$FUSE_TEST_DIR/../blockd_lib.sh"
+source "$FUSE_TEST_DIR/../lib.sh"
 # Debian's python3 and e2fsprogs (a pyenv on PATH may shadow python3).
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
 need timeout fusermount3 qemu-img flock python3
-if [[ ! -c /dev/fuse || ! -r /dev/fuse || ! -w /dev/fuse ]]; then
-	echo "SKIP: /dev/fuse is not usable"
-	exit 77
-fi
+[[ -c /dev/fuse && -r /dev/fuse && -w /dev/fuse ]] || skip "/dev/fuse is not usable"
 [[ -x $BLOCKFS ]] || { echo "FAIL: $BLOCKFS is not an executable" >&2; exit 1; }
 [[ -x $BLOCKCTL ]] || { echo "FAIL: $BLOCKCTL is not an executable" >&2; exit 1; }
 [[ -z $BLOCKD || -x $BLOCKD ]] || { echo "FAIL: $BLOCKD is not an executable" >&2; exit 1; }
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/blockfs-test.XXXXXX")
-# Background helpers this test started (flock holders, qemu-io, blockfs -f,
-# nbdsh clients).
-HELPER_PIDS=()
-# The blockd start_blockd started, while it runs.
-BLOCKD_PID=
+scratch_dir blockfs-test
 
 # mounted DIR: DIR is a mount point right now (per the kernel's table).
 mounted() {
 	local dir
 	dir=$(realpath -m "$1")
 	awk -v d="$dir" '$2 == d { found = 1 } END { exit !found }' /proc/self/mounts
-}
-
-cleanup() {
-	local rc=$? pid m
-	for pid in "${HELPER_PIDS[@]}"; do
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	# Deepest first: loop mounts of files inside a FUSE mount go before it.
-	while read -r m; do
-		[[ -n $m ]] || continue
-		if awk -v d="$m" '$2 == d && $3 ~ /^fuse/ { f = 1 } END { exit !f }' /proc/self/mounts; then
-			timeout 10 fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null || true
-		else
-			timeout 10 umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-		fi
-	done < <(awk -v t="$TMP/" 'index($2, t) == 1 { print length($2), $2 }' /proc/self/mounts |
-		sort -rn | cut -d' ' -f2-)
-	if [[ -n $BLOCKD_PID ]]; then
-		kill -KILL "$BLOCKD_PID" 2>/dev/null || true
-		wait "$BLOCKD_PID" 2>/dev/null || true
-	fi
-	if awk -v t="$TMP/" 'index($2, t) == 1 { f = 1 } END { exit !f }' /proc/self/mounts; then
-		echo "cleanup: mounts left under $TMP, not removing it" >&2
-	else
-		rm -rf "$TMP"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-cd "$TMP"
-
-
-blockctl() {
-	t "$BLOCKCTL" "$@"
-}
-
-qimg() {
-	t qemu-img "$@"
-}
-
-# sys_python ARGS...: python3 bounded in time.
-sys_python() {
-	t python3 "$@"
-}
-
-# json_get FILE EXPR: evaluates EXPR with d bound to the JSON in FILE.
-json_get() {
-	sys_python -c 'import json, sys
-d = json.load(open(sys.argv[1]))
-print(eval(sys.argv[2]))' "$1" "$2"
 }
 
 # blockfs_mount MOUNTPOINT [OPTIONS...] IMAGE: blockfs --image IMAGE OPTIONS
@@ -161,28 +103,19 @@ expect_refused() {
 	[[ ! -s refused.out ]] || fail "blockfs $*: wrote to stdout: $(cat refused.out)"
 }
 
+# expect_errno ERROR WHAT CMD...: CMD fails, saying ERROR (strerror's text
+# for the errno wanted); its output is left in errno.out.
+expect_errno() {
+	local err=$1 what=$2 rc=0
+	shift 2
+	"$@" >errno.out 2>&1 || rc=$?
+	[[ $rc != 0 ]] || fail "$what succeeded, wanted '$err': $(cat errno.out)"
+	grep -q "$err" errno.out || fail "$what: want '$err', got status $rc: $(cat errno.out)"
+}
+
 # expect_erofs WHAT CMD...: CMD fails and says "Read-only file system".
 expect_erofs() {
-	local what=$1 rc=0
-	shift
-	"$@" >erofs.out 2>&1 || rc=$?
-	[[ $rc != 0 ]] || fail "$what succeeded on a read-only file"
-	grep -q 'Read-only file system' erofs.out || fail "$what: not EROFS: $(cat erofs.out)"
-}
-
-# allocated_bytes FILE: what the file takes on disk.
-allocated_bytes() {
-	echo $(($(stat -c %b "$1") * $(stat -c %B "$1")))
-}
-
-# qemu_check IMAGE: qemu-img finds no errors and no leaks.
-qemu_check() {
-	local rc=0
-	qimg check "$1" >check.out 2>&1 || rc=$?
-	if [[ $rc != 0 ]] || ! grep -q "No errors were found on the image" check.out; then
-		cat check.out >&2
-		fail "qemu-img check $1 (status $rc)"
-	fi
+	expect_errno 'Read-only file system' "$@"
 }
 
 # --- the daemon mode: blockd, its control API, blockfs on it.
@@ -292,19 +225,4 @@ e2fsck_clean() {
 	local rc=0
 	t e2fsck -fn "$1" >e2fsck.out 2>&1 || rc=$?
 	[[ $rc == 0 ]] || fail "e2fsck -fn $1 exited $rc: $(cat e2fsck.out)"
-}
-
-# wait_until SECONDS WHAT CMD...: CMD succeeds within SECONDS (tried every
-# 0.1 s), else the test fails with the message WHAT.  WHAT is expanded only
-# then: give it in single quotes and its $(...) show the state at the end.
-wait_until() {
-	local secs=$1 what=$2 i
-	shift 2
-	for ((i = 0; i < secs * 10; i++)); do
-		"$@" && return 0
-		sleep 0.1
-	done
-	"$@" && return 0
-	eval "what=\"$what\""
-	fail "$what (waited $secs s)"
 }

@@ -5,8 +5,8 @@
  *   fuzz_qcow_open_replay [-m MUTATIONS] [-t SECONDS] FILE|DIR...
  *
  * Every seed (each regular file, or each file in a directory) is run as
- * is, then as deterministic mutations: every header field of notes/qcow2.md
- * section 1 poked to a list of edge values, L1/L2/refcount table entries
+ * is, then as deterministic mutations: every header field (qcow2 spec,
+ * 'Header') poked to a list of edge values, L1/L2/refcount table entries
  * poked to hostile values, and seeded random bit flips, mostly in the
  * header cluster and the tables.  Same inputs on every run, so a failure
  * reproduces; a finding aborts, and the input that was running is written
@@ -38,7 +38,10 @@ struct field {
 	uint8_t width; /* bytes */
 };
 
-/* notes/qcow2.md section 1 */
+/*
+ * The header fields (qcow2 spec, 'Header'), then the type and length of the
+ * first header extension, at 112 in the images qemu and qcow_create write.
+ */
 static const struct field header_fields[] = {
     {0, 4},  {4, 4},  {8, 8},  {16, 4},  {20, 4},  {24, 8},  {32, 4},
     {36, 4}, {40, 8}, {48, 8}, {56, 4},  {60, 4},  {64, 8},  {72, 8},

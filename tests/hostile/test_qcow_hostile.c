@@ -4,8 +4,9 @@
  *
  * Every test starts from a valid image made by qcow_create (or qemu-img,
  * when the test is about something only qemu makes), then pokes big-endian
- * fields at the offsets of notes/qcow2.md section 1 to build one of the
- * inputs of section 14 and qemu-iotests 080/060.  Two kinds of outcome are
+ * fields at the offsets of the qcow2 spec's 'Header' to build one of the
+ * inputs qemu-iotests 080 and 060 craft (bad header fields, feature bits,
+ * table offsets and sizes, header extensions, L1/L2 entries).  Two kinds of outcome are
  * checked:
  *
  *  - rejections: qcow_open returns a negative errno and writes one line
@@ -54,7 +55,7 @@
 #define HOSTILE_ASAN 0
 #endif
 
-/* Header byte offsets, notes/qcow2.md section 1. */
+/* Header byte offsets (qcow2 spec, 'Header'). */
 enum {
 	H_MAGIC = 0,
 	H_VERSION = 4,

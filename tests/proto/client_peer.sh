@@ -4,20 +4,18 @@
 # real NBD servers on unix sockets: qemu-nbd (read-write, read-only, export
 # names) and nbdkit (file, memory).  Every server runs under `timeout` and is
 # stopped by the trap; writes are judged by cmp / qemu-img compare of the
-# server's file against the image the tool expects.  Skips (77) when
-# qemu-nbd or nbdkit is missing.
+# server's file against the image the tool expects (a failure shows the end
+# of every server's log).  Skips (77) when qemu-nbd or nbdkit is missing.
 set -euo pipefail
 
-for tool in qemu-nbd nbdkit; do
-	if ! command -v "$tool" >/dev/null; then
-		echo "SKIP: $tool is not installed"
-		exit 77
-	fi
-done
 PEER=$(realpath "${1:?usage: $0 PATH-TO-proto_client_peer}")
+STEP_TIMEOUT=${STEP_TIMEOUT:-60}
+source "$(dirname "$0")/../lib.sh"
+need qemu-nbd nbdkit
+scratch_dir proto-client-peer
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/proto-client-peer.XXXXXX")
 SERVER_PID=
+# stop_server: SIGTERM to the server, which then exits (also on exit).
 stop_server() {
 	if [[ -n $SERVER_PID ]]; then
 		kill "$SERVER_PID" 2>/dev/null || true
@@ -25,29 +23,15 @@ stop_server() {
 		SERVER_PID=
 	fi
 }
-cleanup() {
-	stop_server
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-cd "$TMP"
-
-fail() {
-	echo "FAIL: $*" >&2
-	for log in "$TMP"/*.log; do
-		[[ -f $log ]] || continue
-		echo "--- $log" >&2
-		tail -n 20 "$log" >&2
-	done
-	exit 1
-}
+at_exit stop_server
 
 # start_server NAME SOCKET COMMAND...: runs COMMAND in the background (at most
-# 60 s) and waits, bounded, for SOCKET to appear.
+# 60 s), its output in NAME.log, and waits, bounded, for SOCKET to appear.
 start_server() {
 	local name=$1 sock=$2
 	shift 2
 	rm -f "$sock"
+	FAIL_LOGS+=("$TMP/$name.log")
 	timeout 60 "$@" >"$name.log" 2>&1 &
 	SERVER_PID=$!
 	for _ in $(seq 100); do
@@ -58,11 +42,11 @@ start_server() {
 	fail "$name: $sock did not appear within 10 s"
 }
 
-# peer NAME ARGS...: runs the tool (at most 60 s), its output in NAME.out.
+# peer NAME ARGS...: runs the tool (at most STEP_TIMEOUT), its output in NAME.out.
 peer() {
 	local name=$1
 	shift
-	timeout 60 "$PEER" "$@" >"$name.out" 2>&1
+	t "$PEER" "$@" >"$name.out" 2>&1
 }
 
 same_image() {

@@ -1,8 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Handshake tests of the NBD protocol machine: the observed nbdkit exchange
- * byte for byte, every option, and conformance.md section 3 items 1-10.
- * Every stream is fed whole and one byte at a time (run_both).
+ * Handshake tests of the NBD protocol machine: an exchange nbdkit was seen to
+ * make, byte for byte, every option, and the malformed handshakes a server
+ * must survive: a client that vanishes after any byte, unknown client flags
+ * and a bad option magic, unknown options with data, huge option lengths,
+ * export names of 0, 4096, 4097 and 0xffffffff bytes or longer than their
+ * option, odd info request lists, data on options that take none,
+ * meta-context queries before structured replies, past the option end, with
+ * unknown namespaces, and options in odd orders and repeated.  Every stream
+ * is fed whole and one byte at a time (run_both).
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -13,7 +19,11 @@
 
 static const uint16_t want_bs[] = {NBD_INFO_BLOCK_SIZE};
 
-/* notes/nbd.md 2.2: nbdkit memory 1G, client asks SR + GO, READ 16 @0, DISC. */
+/*
+ * The exchange of the NBD protocol's 'Fixed newstyle negotiation' as nbdkit
+ * (memory plugin, 1 GiB) answers it: the client asks for structured replies
+ * and GO, reads 16 bytes at 0 and disconnects.
+ */
 Test(proto_handshake, golden_nbdkit_trace)
 {
 	static const uint8_t client[] = {
@@ -63,7 +73,7 @@ Test(proto_handshake, golden_nbdkit_trace)
 	buf_free(&exp);
 }
 
-/* Checklist 1: the client vanishes after any byte; nothing but prefixes of the good answer. */
+/* The client vanishes after any byte: nothing but prefixes of the good answer. */
 Test(proto_handshake, disconnect_at_every_byte)
 {
 	struct buf in = {0}, exp = {0};
@@ -107,7 +117,7 @@ static void expect_disconnect(struct buf *in, enum proto_disconnect_reason why,
 	result_free(&r);
 }
 
-/* Checklist 2 and 3. */
+/* Unknown client flags, and a bad IHAVEOPT magic, drop the connection. */
 Test(proto_handshake, bad_client_flags_and_magic)
 {
 	struct buf in = {0}, exp = {0};
@@ -128,7 +138,7 @@ Test(proto_handshake, bad_client_flags_and_magic)
 	buf_free(&exp);
 }
 
-/* Checklist 4: unknown option with data gets ERR_UNSUP and the session goes on. */
+/* An unknown option with data gets ERR_UNSUP and the session goes on. */
 Test(proto_handshake, unknown_option_consumed)
 {
 	struct buf in = {0}, exp = {0};
@@ -152,7 +162,7 @@ Test(proto_handshake, unknown_option_consumed)
 	buf_free(&exp);
 }
 
-/* Checklist 5: huge option lengths disconnect at the header, without reading the data. */
+/* Huge option lengths disconnect at the header, without reading the data. */
 Test(proto_handshake, huge_option_length)
 {
 	static const uint32_t lens[] = {0x7fffffff, 0xffffffff, PROTO_MAX_OPTION_BYTES + 1};
@@ -209,7 +219,10 @@ static void expect_info_error(const struct buf *body, uint32_t err, const char *
 	}
 }
 
-/* Checklist 6: name lengths. */
+/*
+ * INFO/GO name lengths: 0, 4096, 4097, 0xffffffff, past the option, options
+ * too short; a NUL inside; unknown, forbidden and misconfigured exports.
+ */
 Test(proto_handshake, info_go_name_lengths)
 {
 	struct buf body = {0}, exp = {0};
@@ -286,7 +299,7 @@ Test(proto_handshake, info_go_name_lengths)
 	buf_free(&exp);
 }
 
-/* Checklist 6 for EXPORT_NAME: failures can only disconnect. */
+/* The same name lengths for EXPORT_NAME: failures can only disconnect. */
 Test(proto_handshake, export_name)
 {
 	struct buf in = {0}, exp = {0};
@@ -348,7 +361,7 @@ Test(proto_handshake, export_name)
 	buf_free(&exp);
 }
 
-/* Checklist 7: info request lists. */
+/* Info request lists: duplicates, unknown codes, an odd byte count, a count past the data. */
 Test(proto_handshake, info_requests)
 {
 	struct buf in = {0}, exp = {0}, body = {0};
@@ -401,7 +414,7 @@ Test(proto_handshake, info_requests)
 	buf_free(&body);
 }
 
-/* Checklist 8: options that take no data, and their normal answers. */
+/* Options that take no data, sent with data, and their normal answers. */
 Test(proto_handshake, dataless_options)
 {
 	static const uint32_t opts[] = {NBD_OPT_LIST, NBD_OPT_STARTTLS, NBD_OPT_STRUCTURED_REPLY,
@@ -461,7 +474,11 @@ static void meta_reply(struct buf *exp, uint32_t opt, uint32_t id)
 	buf_free(&d);
 }
 
-/* Checklist 9: meta-context queries. */
+/*
+ * Meta-context queries: before structured replies, 0 queries, base: alone,
+ * unknown namespaces, lengths and counts running past the option, trailing
+ * data, a 4097-byte query, 1000 and 5000 queries.
+ */
 Test(proto_handshake, meta_context)
 {
 	static const char *const ba[] = {"base:allocation"};
@@ -580,7 +597,10 @@ Test(proto_handshake, meta_context)
 	buf_free(&body);
 }
 
-/* Checklist 10: option orders. */
+/*
+ * Option orders: SET, INFO and a failing GO before GO on another export;
+ * INFO on one export, then GO on another; SET twice.
+ */
 Test(proto_handshake, option_orders)
 {
 	static const char *const ba[] = {"base:allocation"};

@@ -1,8 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Transmission tests of the NBD protocol machine: every command and flag,
- * conformance.md section 3 items 12-17, with and without structured
- * replies.  Every stream is fed whole and one byte at a time.
+ * with and without structured replies, and the malformed requests a server
+ * must survive: bad request magics (the extended-header one too), offsets
+ * and lengths beyond the end, wrapping 2^64, of 0 and of 0xffffffff, WRITE
+ * payloads of refused requests and over the cap, unknown commands, unknown
+ * and inapplicable flags, BLOCK_STATUS without a context, with REQ_ONE near
+ * the end and near 2^32 on a disk over 4 GiB.  Every stream is fed whole and
+ * one byte at a time.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -50,7 +55,7 @@ struct req_case {
 #define NOOP   UINT32_MAX
 
 static const struct req_case cases[] = {
-    /* checklist 13: bounds on a 1 GiB export */
+    /* bounds on a 1 GiB export: past the end, wrapping 2^64, 0 and 0xffffffff long */
     {"disk", 0, NBD_CMD_READ, GIB, 1, NBD_EINVAL, BEYOND},
     {"disk", 0, NBD_CMD_READ, GIB - 512, 1024, NBD_EINVAL, BEYOND},
     {"disk", 0, NBD_CMD_READ, UINT64_MAX - 511, 1024, NBD_EINVAL, BEYOND},
@@ -82,7 +87,7 @@ static const struct req_case cases[] = {
     {"disk", 0, NBD_CMD_BLOCK_STATUS, UINT64_MAX - 511, 1024, NBD_EINVAL, BEYOND},
     {"disk", 0, NBD_CMD_BLOCK_STATUS, 0, 0xffffffff, NBD_EINVAL, BEYOND},
     {"disk", 0, NBD_CMD_BLOCK_STATUS, 0, 0, NBD_EINVAL, "zero-length block status"},
-    /* checklist 17: near the end and near 2^32 on a disk > 4 GiB */
+    /* near the end and near 2^32 on a disk > 4 GiB */
     {"disk", NBD_CMD_FLAG_REQ_ONE, NBD_CMD_BLOCK_STATUS, GIB - 4096, 4096, 0, NULL},
     {"big", 0, NBD_CMD_BLOCK_STATUS, 4 * GIB, 0xffffffff, 0, NULL},
     {"big", 0, NBD_CMD_BLOCK_STATUS, 4 * GIB + 2, 0xffffffff, NBD_EINVAL, BEYOND},
@@ -96,12 +101,12 @@ static const struct req_case cases[] = {
     {"disk@snap", 0, NBD_CMD_TRIM, GIB * 4, 512, NBD_EPERM, "export is read-only"},
     {"ro", 0, NBD_CMD_READ, 0, 512, 0, NULL},
     {"ro", 0, NBD_CMD_FLUSH, 0, 0, 0, NULL},
-    /* checklist 15: unknown commands */
+    /* unknown commands */
     {"disk", 0, 8, 2 * GIB, 0, NBD_EINVAL, "unknown command"},
     {"disk", 0, 9, 0, 512, NBD_EINVAL, "unknown command"},
     {"disk", 0, 99, 0, 512, NBD_EINVAL, "unknown command"},
     {"disk", 0, 0xffff, 0, 512, NBD_EINVAL, "unknown command"},
-    /* checklist 16: flags */
+    /* unknown and inapplicable flags */
     {"disk", 0x80, NBD_CMD_READ, 0, 512, NBD_EINVAL, "unknown or inapplicable command flag"},
     {"disk", 0x8000, NBD_CMD_READ, 0, 512, NBD_EINVAL, "unknown or inapplicable command flag"},
     {"disk", 1u << 5, NBD_CMD_WRITE_ZEROES, 0, 512, NBD_EINVAL,
@@ -204,7 +209,7 @@ Test(proto_transmission, df_flag)
 	check_case(&c, false);
 }
 
-/* Checklist 12: bad magics disconnect. */
+/* Bad request magics (the extended-header one too) disconnect. */
 Test(proto_transmission, bad_request_magic)
 {
 	static const uint32_t magics[] = {0x25609514, NBD_EXT_REQ_MAGIC, 0, NBD_SIMPLE_MAGIC};
