@@ -31,6 +31,7 @@ static void *exec_thread(void *arg)
 
 	pthread_mutex_lock(&ex->lock);
 	for (;;) {
+		void (*done)(struct exec_job *job);
 		struct exec_queue *q;
 		struct exec_job *job;
 
@@ -48,6 +49,7 @@ static void *exec_thread(void *arg)
 			q->tail = NULL;
 		pthread_mutex_unlock(&ex->lock);
 
+		done = job->done; /* a job without done() may free itself in run() */
 		job->run(job);
 
 		/* The queue is done with before done(), which may end its owner. */
@@ -59,8 +61,8 @@ static void *exec_thread(void *arg)
 			q->active = false;
 		}
 		pthread_mutex_unlock(&ex->lock);
-		if (job->done)
-			job->done(job);
+		if (done)
+			done(job);
 		pthread_mutex_lock(&ex->lock);
 	}
 	pthread_mutex_unlock(&ex->lock);

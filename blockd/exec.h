@@ -24,7 +24,8 @@ struct exec_job {
 	/*
 	 * On the same thread right after run, once the pool no longer touches
 	 * the job or its queue: it may hand the job to another thread, which
-	 * may free the queue's owner.  May be NULL.
+	 * may free the queue's owner.  May be NULL, and must be for a job that
+	 * frees itself in run().
 	 */
 	void (*done)(struct exec_job *job);
 	struct exec_job *next;

@@ -6,32 +6,16 @@
 # clean for qemu-img check.
 source "$(dirname "$0")/lib.sh"
 need nbdkit nbdfuse fusermount3
-PYTHON=/usr/bin/python3
-$PYTHON -c 'import nbd' 2>/dev/null || {
-	echo "SKIP: $PYTHON has no nbd module"
-	exit 77
-}
-[[ -c /dev/fuse ]] || {
-	echo "SKIP: no /dev/fuse"
-	exit 77
-}
+need_python_nbd
+[[ -c /dev/fuse ]] || skip "no /dev/fuse"
 
 DIR=$TMP/data
-NBDKIT_PID=
-stop_disk() {
-	fusermount3 -uz "$TMP/mnt" 2>/dev/null || true
-	if [[ -n $NBDKIT_PID ]]; then
-		kill -KILL "$NBDKIT_PID" 2>/dev/null || true
-		wait "$NBDKIT_PID" 2>/dev/null || true
-	fi
-	cleanup
-}
-trap stop_disk EXIT
+# cleanup unmounts mnt first, then kills nbdkit (HELPER_PIDS).
 
 mkdir -p mnt "$DIR/volumes"
 nbdkit -f -U "$TMP/nbdkit.sock" --filter=pause memory size=256M \
 	pause-control="$TMP/pause.sock" 2>>nbdkit.log &
-NBDKIT_PID=$!
+HELPER_PIDS+=($!)
 for ((i = 0; i < 200; i++)); do
 	[[ -S $TMP/nbdkit.sock && -S $TMP/pause.sock ]] && break
 	sleep 0.05
@@ -50,7 +34,7 @@ new_volume "$DIR" fast 64M
 
 start_blockd "$DIR" --threads 1
 # Cluster 0 of slow holds data, so that reading it is ring I/O on the disk.
-t $PYTHON - "$(unix_uri slow)" <<'PY'
+sys_python - "$(unix_uri slow)" <<'PY'
 import sys, nbd
 h = nbd.NBD()
 h.connect_uri(sys.argv[1])

@@ -70,14 +70,9 @@
 # is usually a lock cycle, and the stacks show it), and the end of blockd's
 # log.
 source "$(dirname "$0")/lib.sh"
-PYTHON=/usr/bin/python3
-$PYTHON -c 'import nbd' 2>/dev/null || {
-	echo "SKIP: $PYTHON has no nbd module"
-	exit 77
-}
+need_python_nbd
 $PYTHON -c 'import socket; socket.socket().bind(("127.0.0.2", 0))' 2>/dev/null || {
-	echo "SKIP: cannot bind to 127.0.0.2 (the second host)"
-	exit 77
+	skip "cannot bind to 127.0.0.2 (the second host)"
 }
 SECONDS_TO_RUN=${STRESS_SECONDS:-60}
 SLOW=${STRESS_SLOW:-1}
@@ -128,7 +123,7 @@ if [[ $rc != 0 ]]; then
 		echo "blockd exited with status $st after SIGTERM" >&2
 	fi
 	echo "--- blockd's warnings and errors (last 30)" >&2
-	grep -E ' (warn|error): ' "$BLOCKD_LOG" | tail -n 30 >&2
+	grep -E ' (warn|error): ' "$BLOCKD_LOG" | tail -n 30 >&2 || true
 	fail "the stress clients found the failures above (${SECONDS_TO_RUN} s run)"
 fi
 
