@@ -24,7 +24,7 @@ cmake -S . -B build-asan -G Ninja -DBLOCKD_WERROR=ON -DBLOCKD_SANITIZE=ON \
 	-DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	BLOCKD_SANITIZED=1 STRESS_SLOW=3 ctest --test-dir build-asan -j "$jobs" --output-on-failure --timeout 1200
+	BLOCKD_SANITIZED=1 ctest --test-dir build-asan -j "$jobs" --output-on-failure --timeout 1200
 
 echo "== daemon and FUSE tests (ThreadSanitizer)"
 cmake -S . -B build-tsan -G Ninja -DBLOCKD_WERROR=ON -DBLOCKD_TSAN=ON >/dev/null
@@ -35,7 +35,7 @@ reports=$PWD/build-tsan/tsan-reports
 rm -rf "$reports"
 mkdir -p "$reports"
 status=0
-TSAN_OPTIONS="log_path=$reports/report second_deadlock_stack=1" BLOCKD_SANITIZED=1 STRESS_SLOW=10 \
+TSAN_OPTIONS="log_path=$reports/report second_deadlock_stack=1" BLOCKD_SANITIZED=1 \
 	ctest --test-dir build-tsan -L 'daemon|fuse' -j "$jobs" --output-on-failure --timeout 1200 ||
 	status=$?
 if compgen -G "$reports/report.*" >/dev/null; then

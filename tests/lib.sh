@@ -24,6 +24,10 @@ HELPER_PIDS=()
 AT_EXIT=()
 # Files fail shows the end of, besides blockd's log.
 FAIL_LOGS=()
+# Every time bound here (t, wait_until, starting and stopping blockd) is
+# multiplied by this: ctest sets it in sanitizer builds, which run several
+# times slower.  Bounds catch hangs; they say nothing about speed.
+TEST_TIME_SCALE=${TEST_TIME_SCALE:-1}
 # The blockd start_blockd started, while it runs, and its log.
 BLOCKD_PID=
 BLOCKD_LOG=
@@ -62,16 +66,16 @@ fail() {
 	exit 1
 }
 
-# t CMD...: CMD, killed after STEP_TIMEOUT seconds.
+# t CMD...: CMD, killed after STEP_TIMEOUT seconds (times TEST_TIME_SCALE).
 t() {
-	timeout "$STEP_TIMEOUT" "$@"
+	timeout "$((STEP_TIMEOUT * TEST_TIME_SCALE))" "$@"
 }
 
 # wait_until SECONDS WHAT CMD...: CMD succeeds within SECONDS (tried every
 # 0.1 s), else the test fails with the message WHAT.  WHAT is expanded only
 # then: give it in single quotes and its $(...) show the state at the end.
 wait_until() {
-	local secs=$1 what=$2 i
+	local secs=$(($1 * TEST_TIME_SCALE)) what=$2 i
 	shift 2
 	for ((i = 0; i < secs * 10; i++)); do
 		"$@" && return 0
@@ -247,7 +251,7 @@ start_blockd() {
 	"$BLOCKD" --data-dir "$dir" --listen 127.0.0.1:0 --socket "$BLOCKD_SOCK" "$@" \
 		2>>"$BLOCKD_LOG" </dev/null &
 	BLOCKD_PID=$!
-	for ((i = 0; i < 200; i++)); do
+	for ((i = 0; i < 200 * TEST_TIME_SCALE; i++)); do
 		if ! kill -0 "$BLOCKD_PID" 2>/dev/null; then
 			wait "$BLOCKD_PID" || true
 			BLOCKD_PID=
@@ -261,18 +265,18 @@ start_blockd() {
 		fi
 		sleep 0.05
 	done
-	fail "blockd did not become ready in 10 s"
+	fail "blockd did not become ready in $((10 * TEST_TIME_SCALE)) s"
 }
 
 # stop_blockd: SIGTERM, then the daemon must exit 0 within STEP_TIMEOUT.
 stop_blockd() {
-	local rc=0 i
+	local rc=0 i limit=$((STEP_TIMEOUT * TEST_TIME_SCALE))
 	kill -TERM "$BLOCKD_PID"
-	for ((i = 0; i < STEP_TIMEOUT * 10; i++)); do
+	for ((i = 0; i < limit * 10; i++)); do
 		kill -0 "$BLOCKD_PID" 2>/dev/null || break
 		sleep 0.1
 	done
-	((i < STEP_TIMEOUT * 10)) || fail "blockd still running $STEP_TIMEOUT s after SIGTERM"
+	((i < limit * 10)) || fail "blockd still running $limit s after SIGTERM"
 	wait "$BLOCKD_PID" || rc=$?
 	BLOCKD_PID=
 	[[ $rc == 0 ]] || fail "blockd exited with status $rc after SIGTERM"
