@@ -3,14 +3,14 @@
 # fsync through blockfs is durable: a writer on MNT/vol/disk (a --rw
 # mount) writes blocks and fsyncs them in batches, journalling each batch
 # whose fsync returned 0; blockd is killed with SIGKILL at a random moment
-# (three rounds).  Proves that every journalled block is intact after
-# blockd restarts (read back through NBD and through the same, never
-# remounted, blockfs, which reconnects by itself); that the writer saw EIO,
-# not a hang, while blockd was gone; that when unflushed writes went down
-# with blockd the next fsync of every file open then fails with EIO (once
-# each), and later writes and fsyncs work; that fsync through a file
-# opened read-only flushes what the mount wrote; and that qemu-img check
-# finds the image clean after a clean stop.
+# after the writer's first fsync returned (three rounds).  Proves that
+# every journalled block is intact after blockd restarts (read back through
+# NBD and through the same, never remounted, blockfs, which reconnects by
+# itself); that the writer saw EIO, not a hang, while blockd was gone;
+# that when unflushed writes went down with blockd the next fsync of every
+# file open then fails with EIO (once each), and later writes and fsyncs
+# work; that fsync through a file opened read-only flushes what the mount
+# wrote; and that qemu-img check finds the image clean after a clean stop.
 source "$(dirname "$0")/lib.sh"
 need nbdcopy
 [[ -n $BLOCKD ]] || fail "usage: $0 PATH-TO-BLOCKFS PATH-TO-BLOCKCTL PATH-TO-BLOCKD"
@@ -29,8 +29,8 @@ blockfs_daemon_mount "$MNT" --data-dir "$D" --rw
 # (each at its own offset, 64 KiB apart; a block's bytes depend only on the
 # seed, the round and its index, so writing it again changes nothing) over
 # and over, fsync after every 8, appending "ROUND INDEX" to JOURNAL for
-# every block an fsync covered.  Stops at the first error (blockd gone) and
-# prints it.
+# every block an fsync covered; prints "writing" once the first batch is
+# journalled.  Stops at the first error (blockd gone) and prints it.
 cat >writer.py <<'EOF'
 import os, random, sys
 disk, journal, rnd, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -40,6 +40,7 @@ def block(i):
 fd = os.open(disk, os.O_RDWR)
 j = open(journal, "a")
 done = []
+started = False
 try:
     for _ in range(1000):
         for i in range(rnd * SLOTS // 3, (rnd + 1) * SLOTS // 3):
@@ -50,6 +51,9 @@ try:
                 j.write("".join(f"{rnd} {k}\n" for k in done))
                 j.flush()
                 done = []
+                if not started:
+                    print("writing", flush=True)
+                    started = True
     print("finished without being stopped")
 except OSError as e:
     print("stopped:", e.strerror)
@@ -78,10 +82,21 @@ EOF
 : >journal
 
 for round in 0 1 2; do
-	# The writer is killed with blockd at a random moment well inside its run.
+	# The writer is killed with blockd at a random moment well inside its
+	# run: once it is writing, not a fixed time after it was started (on a
+	# loaded machine python3 may take longer than that to start, and its
+	# open then meets no daemon and fails with EIO, as it should).
 	sys_python writer.py "$MNT/vol/disk" journal "$round" "$SEED" >"writer$round.out" 2>&1 &
 	writer=$!
 	HELPER_PIDS+=("$writer")
+	for ((i = 0; i < STEP_TIMEOUT * 10; i++)); do
+		grep -qx writing "writer$round.out" && break
+		running "$writer" ||
+			fail "round $round: the writer stopped before blockd was killed: $(cat "writer$round.out")"
+		sleep 0.1
+	done
+	grep -qx writing "writer$round.out" ||
+		fail "round $round: no fsync of the writer returned within $STEP_TIMEOUT s"
 	sleep "0.$((RANDOM % 6 + 2))"
 	kill_blockd
 	rc=0
