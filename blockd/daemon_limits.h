@@ -57,11 +57,14 @@
 #define STOP_GRACE_SEC 10
 
 /*
- * At start, how long a unix socket that still accepts may take to go away
- * before it counts as another server's: a killed daemon's rings release it
- * within milliseconds.
+ * At start, how long a unix socket that still accepts, a TCP port still
+ * listening or a volume file still locked may take to go away before it
+ * counts as another process's: the io_uring of a daemon killed a moment
+ * ago holds its files until the kernel tears the ring down, within
+ * milliseconds.
  */
-#define UNIX_STALE_WAIT_MS 2000
+#define STALE_WAIT_MS  2000
+#define STALE_RETRY_MS 50
 
 /* Pending connections on a listening socket (listen(2) backlog). */
 #define LISTEN_BACKLOG 128

@@ -185,6 +185,21 @@ static int parse_options(int argc, char **argv, struct options *o)
 	return 0;
 }
 
+/*
+ * bind(2), waiting up to STALE_WAIT_MS while the address is in use: a port a
+ * killed daemon's ring still listens on goes away within milliseconds.
+ */
+static int bind_waiting(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	for (int waited = 0;; waited += STALE_RETRY_MS) {
+		if (bind(fd, sa, len) == 0)
+			return 0;
+		if (errno != EADDRINUSE || waited >= STALE_WAIT_MS)
+			return -1;
+		usleep(STALE_RETRY_MS * 1000);
+	}
+}
+
 static int listen_tcp(const char *spec, char *shown, size_t shown_len)
 {
 	char host[256], port[16];
@@ -222,7 +237,7 @@ static int listen_tcp(const char *spec, char *shown, size_t shown_len)
 	}
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+	    bind_waiting(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
 		log_error("cannot listen on %s:%s: %s", host, port, strerror(errno));
 		if (fd >= 0)
 			close(fd);
@@ -271,15 +286,16 @@ static int listen_unix(const char *path)
 	 * A daemon killed a moment ago may still accept for a while: its
 	 * io_uring, which holds the listening socket, is torn down after the
 	 * process is gone.  So a connectable socket is asked again for up to
-	 * UNIX_STALE_WAIT_MS before it counts as another server's.
+	 * STALE_WAIT_MS before it counts as another server's.
 	 */
-	for (int waited = 0; connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0; waited += 50) {
+	for (int waited = 0; connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	     waited += STALE_RETRY_MS) {
 		close(fd);
-		if (waited >= UNIX_STALE_WAIT_MS) {
+		if (waited >= STALE_WAIT_MS) {
 			log_error("%s: another server is listening there", path);
 			return -1;
 		}
-		usleep(50 * 1000);
+		usleep(STALE_RETRY_MS * 1000);
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
 			return -1;

@@ -90,6 +90,7 @@ struct store {
 	struct exec *exec;
 	struct exec_queue free_queue;
 	struct volume *volumes; /* guarded by lock */
+	bool starting;          /* the first scan, before anything else runs */
 };
 
 int sync_dir(const char *path)
@@ -384,7 +385,14 @@ static int open_volume(struct store *st, const char *name, struct volume **out, 
 	}
 	vol->dev = sb.st_dev;
 	vol->ino = sb.st_ino;
-	rc = qcow_posix_lock(vol->fd, true);
+	/*
+	 * At start, a volume a killed daemon's ring still holds is waited for:
+	 * its locks go with the ring, within milliseconds.
+	 */
+	for (int waited = 0; (rc = qcow_posix_lock(vol->fd, true)) == -EAGAIN && st->starting &&
+	                     waited < STALE_WAIT_MS;
+	     waited += STALE_RETRY_MS)
+		usleep(STALE_RETRY_MS * 1000);
 	if (rc < 0) {
 		snprintf(err, errlen, "%s is in use by another process", vol->path);
 		goto out_error;
@@ -666,7 +674,9 @@ int store_open(const struct store_config *cfg, struct store **out)
 	}
 	remove_temporaries(st->bases_dir);
 	remove_temporaries(st->volumes_dir);
+	st->starting = true;
 	rc = scan(st);
+	st->starting = false;
 	if (rc < 0)
 		goto out_free;
 	*out = st;
