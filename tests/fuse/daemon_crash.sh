@@ -34,7 +34,7 @@ leaked_clusters() {
 	qimg check -U --output=json "$D/volumes/vol.qcow2" >leaks.json 2>leaks.err || rc=$?
 	[[ $rc == 0 || $rc == 3 ]] ||
 		fail "qemu-img check (status $rc) finds more than leaks: $(cat leaks.json leaks.err)"
-	json_get leaks.json 'd.get("leaks", 0)'
+	json 'd.get("leaks", 0)' leaks.json
 }
 
 start_blockd "$D"
