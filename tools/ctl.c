@@ -93,9 +93,8 @@ int ctl_target_resolve(struct ctl_target *t)
 			return ret;
 		}
 	}
-	if ((size_t)snprintf(t->control_path, sizeof(t->control_path), "%s/control.sock",
-	                     t->data_dir) >= sizeof(t->control_path)) {
-		cli_error("%s/control.sock: path too long", t->data_dir);
+	if (datadir_control_socket(t->data_dir, t->control_path, sizeof(t->control_path)) < 0) {
+		cli_error("%s/" DATADIR_CONTROL_SOCKET ": path too long", t->data_dir);
 		return -ENAMETOOLONG;
 	}
 	return 0;

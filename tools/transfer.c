@@ -27,6 +27,7 @@
 
 #include "blockctl.h"
 #include "ctl.h"
+#include "datadir.h"
 #include "image_cmds.h"
 #include "image_file.h"
 #include "progress.h"
@@ -151,16 +152,17 @@ static char *export_uri(const json_t *vol, const char *export)
 {
 	const char *unix_uri = ctl_str(vol, "nbd_unix_uri", NULL);
 	const char *tcp_uri = ctl_str(vol, "nbd_uri", NULL);
-	char *uri = NULL, *name, *sock;
+	char *uri = NULL, *name, sock[PATH_MAX];
 
 	if (unix_uri && strncmp(unix_uri, "nbd+unix://", 11) == 0)
 		uri = uri_with_export(unix_uri, export);
 	else if (ctl_target.data_dir[0]) {
+		if (datadir_nbd_socket(ctl_target.data_dir, sock, sizeof(sock)) < 0) {
+			cli_error("%s/" DATADIR_NBD_SOCKET ": path too long", ctl_target.data_dir);
+			return NULL;
+		}
 		name = ctl_escape(export);
-		sock = malloc(strlen(ctl_target.data_dir) + sizeof("/nbd.sock"));
-		if (sock)
-			sprintf(sock, "%s/nbd.sock", ctl_target.data_dir);
-		if (name && sock) {
+		if (name) {
 			char *esc_sock = ctl_escape(sock);
 
 			if (esc_sock &&
@@ -169,7 +171,6 @@ static char *export_uri(const json_t *vol, const char *export)
 			free(esc_sock);
 		}
 		free(name);
-		free(sock);
 	} else if (tcp_uri && strncmp(tcp_uri, "nbd://", 6) == 0) {
 		uri = uri_with_export(tcp_uri, export);
 	} else {
