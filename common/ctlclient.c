@@ -9,13 +9,13 @@
  */
 #include <curl/curl.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ctlclient.h"
+#include "errbuf.h"
 #include "size.h"
 
 struct ctlclient {
@@ -33,20 +33,6 @@ struct reply_buf {
 	size_t max;
 	bool too_large;
 };
-
-static void say(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void say(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 int ctlclient_new(const struct ctlclient_opts *opts, struct ctlclient **out)
 {
@@ -105,7 +91,7 @@ static size_t reply_write(char *ptr, size_t size, size_t nmemb, void *user)
 }
 
 /* The transport failed: -errno and why, in words about blockd. */
-static int transport_error(const struct ctlclient *c, CURL *curl, CURLcode rc, const char *errbuf,
+static int transport_error(const struct ctlclient *c, CURL *curl, CURLcode rc, const char *curl_err,
                            const struct reply_buf *r, char *err, size_t errlen)
 {
 	char cap[SIZE_FORMAT_MAX];
@@ -113,31 +99,31 @@ static int transport_error(const struct ctlclient *c, CURL *curl, CURLcode rc, c
 
 	curl_easy_getinfo(curl, CURLINFO_OS_ERRNO, &os_errno);
 	if (r->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
-		say(err, errlen, "blockd's reply is larger than %s; refused",
-		    size_format(c->max_reply_bytes, cap, sizeof(cap)));
+		errbuf_set(err, errlen, "blockd's reply is larger than %s; refused",
+		           size_format(c->max_reply_bytes, cap, sizeof(cap)));
 		return -EPROTO;
 	}
 	if (rc == CURLE_COULDNT_CONNECT) {
-		say(err, errlen, "cannot reach blockd at %s: %s", c->socket_path,
-		    strerror(os_errno ? (int)os_errno : ECONNREFUSED));
+		errbuf_set(err, errlen, "cannot reach blockd at %s: %s", c->socket_path,
+		           strerror(os_errno ? (int)os_errno : ECONNREFUSED));
 		return -ECONNREFUSED;
 	}
 	if (rc == CURLE_OPERATION_TIMEDOUT) {
-		say(err, errlen, "blockd at %s did not answer in time", c->socket_path);
+		errbuf_set(err, errlen, "blockd at %s did not answer in time", c->socket_path);
 		return -ETIMEDOUT;
 	}
 	if (rc == CURLE_OUT_OF_MEMORY) {
-		say(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	say(err, errlen, "talking to blockd at %s: %s", c->socket_path,
-	    errbuf[0] ? errbuf : curl_easy_strerror(rc));
+	errbuf_set(err, errlen, "talking to blockd at %s: %s", c->socket_path,
+	           curl_err[0] ? curl_err : curl_easy_strerror(rc));
 	return -EIO;
 }
 
 static int request_setup(const struct ctlclient *c, CURL *curl, const char *method, const char *url,
                          const char *body_text, struct curl_slist **headers, struct reply_buf *r,
-                         char *errbuf, char *err, size_t errlen)
+                         char *curl_err, char *err, size_t errlen)
 {
 	CURLcode rc = CURLE_OK;
 
@@ -162,7 +148,7 @@ static int request_setup(const struct ctlclient *c, CURL *curl, const char *meth
 	SET(CURLOPT_TIMEOUT, c->timeout_s);
 	SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_reply_bytes);
 	SET(CURLOPT_USERAGENT, c->user_agent);
-	SET(CURLOPT_ERRORBUFFER, errbuf);
+	SET(CURLOPT_ERRORBUFFER, curl_err);
 	SET(CURLOPT_WRITEFUNCTION, reply_write);
 	SET(CURLOPT_WRITEDATA, r);
 	SET(CURLOPT_CUSTOMREQUEST, method);
@@ -178,7 +164,7 @@ static int request_setup(const struct ctlclient *c, CURL *curl, const char *meth
 	}
 #undef SET
 	if (rc != CURLE_OK) {
-		say(err, errlen, "libcurl: %s", curl_easy_strerror(rc));
+		errbuf_set(err, errlen, "libcurl: %s", curl_easy_strerror(rc));
 		return -EINVAL;
 	}
 	*headers = curl_slist_append(NULL, "Accept: application/json");
@@ -187,11 +173,11 @@ static int request_setup(const struct ctlclient *c, CURL *curl, const char *meth
 	if (*headers)
 		*headers = curl_slist_append(*headers, "Expect:");
 	if (!*headers) {
-		say(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	if (curl_easy_setopt(curl, CURLOPT_HTTPHEADER, *headers) != CURLE_OK) {
-		say(err, errlen, "libcurl refused the request headers");
+		errbuf_set(err, errlen, "libcurl refused the request headers");
 		return -EINVAL;
 	}
 	return 0;
@@ -208,8 +194,8 @@ static int parse_answer(long status, const struct reply_buf *r, const char *meth
 	if (r->len > 0) {
 		body = json_loadb(r->data, r->len, JSON_REJECT_DUPLICATES, &jerr);
 		if (!body && ok) {
-			say(err, errlen, "%s %s: blockd's reply (HTTP %ld) is not JSON: %s", method,
-			    path, status, jerr.text);
+			errbuf_set(err, errlen, "%s %s: blockd's reply (HTTP %ld) is not JSON: %s",
+			           method, path, status, jerr.text);
 			return -EPROTO;
 		}
 	}
@@ -225,7 +211,7 @@ static int parse_answer(long status, const struct reply_buf *r, const char *meth
 int ctlclient_request(struct ctlclient *c, const char *method, const char *path, const json_t *body,
                       struct ctlclient_reply *reply, char *err, size_t errlen)
 {
-	char url[CTLCLIENT_PATH_MAX + sizeof("http://localhost")], errbuf[CURL_ERROR_SIZE] = "";
+	char url[CTLCLIENT_PATH_MAX + sizeof("http://localhost")], curl_err[CURL_ERROR_SIZE] = "";
 	struct reply_buf r = {.max = c->max_reply_bytes};
 	struct curl_slist *headers = NULL;
 	char *body_text = NULL;
@@ -235,26 +221,26 @@ int ctlclient_request(struct ctlclient *c, const char *method, const char *path,
 	int ret;
 
 	if (strlen(path) > CTLCLIENT_PATH_MAX) {
-		say(err, errlen, "request path too long");
+		errbuf_set(err, errlen, "request path too long");
 		return -ENAMETOOLONG;
 	}
 	snprintf(url, sizeof(url), "http://localhost%s", path);
 	if (body && !(body_text = json_dumps(body, JSON_COMPACT))) {
-		say(err, errlen, "out of memory");
+		errbuf_set(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	curl = curl_easy_init();
 	if (!curl) {
 		free(body_text);
-		say(err, errlen, "cannot initialise libcurl");
+		errbuf_set(err, errlen, "cannot initialise libcurl");
 		return -ENOMEM;
 	}
-	ret = request_setup(c, curl, method, url, body_text, &headers, &r, errbuf, err, errlen);
+	ret = request_setup(c, curl, method, url, body_text, &headers, &r, curl_err, err, errlen);
 	if (ret < 0)
 		goto out;
 	rc = curl_easy_perform(curl);
 	if (rc != CURLE_OK) {
-		ret = transport_error(c, curl, rc, errbuf, &r, err, errlen);
+		ret = transport_error(c, curl, rc, curl_err, &r, err, errlen);
 		goto out;
 	}
 	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);

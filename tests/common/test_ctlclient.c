@@ -8,104 +8,67 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "ctlclient.h"
+#include "one_server.h"
 
-/* A server that answers one request with a canned reply (or not at all). */
-struct server {
-	char dir[64];
-	char path[96];
-	int fd;
+/* What the canned HTTP server answers, and what it was asked. */
+struct http {
 	char *reply; /* NULL: read the request, then say nothing until closed */
-	size_t reply_len;
-	char request[4096]; /* what the client sent (headers and body) */
-	pthread_t thread;
+	char request[4096];
 };
 
-static void *serve(void *arg)
+static void answer(struct one_server *s, int conn)
 {
-	struct server *s = arg;
+	struct http *h = s->data;
 	size_t have = 0;
-	int c = accept(s->fd, NULL, NULL);
 
-	if (c < 0)
-		return NULL;
 	/* Headers, then as much body as Content-Length says (our bodies are small). */
-	while (have + 1 < sizeof(s->request)) {
-		ssize_t k = recv(c, s->request + have, sizeof(s->request) - 1 - have, 0);
+	while (have + 1 < sizeof(h->request)) {
+		ssize_t k = recv(conn, h->request + have, sizeof(h->request) - 1 - have, 0);
 		const char *end, *cl;
 
 		if (k <= 0)
 			break;
 		have += (size_t)k;
-		s->request[have] = '\0';
-		end = strstr(s->request, "\r\n\r\n");
-		cl = strcasestr(s->request, "Content-Length: ");
+		h->request[have] = '\0';
+		end = strstr(h->request, "\r\n\r\n");
+		cl = strcasestr(h->request, "Content-Length: ");
 		if (end &&
-		    (!cl || have >= (size_t)(end + 4 - s->request) + strtoul(cl + 16, NULL, 10)))
+		    (!cl || have >= (size_t)(end + 4 - h->request) + strtoul(cl + 16, NULL, 10)))
 			break;
 	}
-	if (s->reply) {
-		for (size_t off = 0; off < s->reply_len;) {
-			ssize_t k = send(c, s->reply + off, s->reply_len - off, MSG_NOSIGNAL);
-
-			if (k <= 0)
-				break;
-			off += (size_t)k;
-		}
-	} else {
-		char byte;
-
-		while (recv(c, &byte, 1, 0) > 0)
-			;
-	}
-	close(c);
-	return NULL;
+	if (h->reply)
+		one_server_put(conn, h->reply, strlen(h->reply));
+	else
+		one_server_drain(conn);
 }
 
-/*
- * Serves one request: answers it with STATUS ("200 OK") and BODY, or with
- * nothing when STATUS is NULL.
+/* A server s that answers one request with STATUS ("200 OK") and BODY, or not when STATUS is NULL.
  */
-static void server_start(struct server *s, const char *status, const char *body)
+static void server_start(struct one_server *s, struct http *h, const char *status, const char *body)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-
-	memset(s, 0, sizeof(*s));
-	snprintf(s->dir, sizeof(s->dir), "/tmp/test_ctlclient.XXXXXX");
-	cr_assert_not_null(mkdtemp(s->dir));
-	snprintf(s->path, sizeof(s->path), "%s/control.sock", s->dir);
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", s->path);
-	s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	cr_assert_geq(s->fd, 0);
-	cr_assert_eq(bind(s->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	cr_assert_eq(listen(s->fd, 4), 0);
-	if (status) {
-		int n = asprintf(
-		    &s->reply, "HTTP/1.1 %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
-		    status, strlen(body), body);
-
-		cr_assert_geq(n, 0);
-		s->reply_len = (size_t)n;
-	}
-	cr_assert_eq(pthread_create(&s->thread, NULL, serve, s), 0);
+	memset(h, 0, sizeof(*h));
+	if (status)
+		cr_assert_geq(asprintf(&h->reply,
+		                       "HTTP/1.1 %s\r\nContent-Length: %zu\r\nConnection: "
+		                       "close\r\n\r\n%s",
+		                       status, strlen(body), body),
+		              0);
+	one_server_start(s, "control.sock", answer, h);
 }
 
-static void server_stop(struct server *s)
+static void server_stop(struct one_server *s)
 {
-	shutdown(s->fd, SHUT_RDWR);
-	pthread_join(s->thread, NULL);
-	close(s->fd);
-	unlink(s->path);
-	rmdir(s->dir);
-	free(s->reply);
+	struct http *h = s->data;
+
+	one_server_stop(s);
+	free(h->reply);
 }
 
 static struct ctlclient *client_for(const char *path, long timeout_s, size_t max_reply)
@@ -126,13 +89,14 @@ static struct ctlclient *client_for(const char *path, long timeout_s, size_t max
 static const char volumes[] = "{\"volumes\": [{\"name\": \"a\"}]}";
 
 /* One request that gets an answer (STATUS, BODY) from a fresh server s: *r holds it. */
-static void exchange(struct server *s, const char *status, const char *body, const char *method,
-                     const char *path, const json_t *request, struct ctlclient_reply *r)
+static void exchange(struct one_server *s, struct http *h, const char *status, const char *body,
+                     const char *method, const char *path, const json_t *request,
+                     struct ctlclient_reply *r)
 {
 	struct ctlclient *c;
 	char err[256] = "";
 
-	server_start(s, status, body);
+	server_start(s, h, status, body);
 	c = client_for(s->path, 10, 1 << 20);
 	cr_assert_eq(ctlclient_request(c, method, path, request, r, err, sizeof(err)), 0, "%s",
 	             err);
@@ -143,15 +107,16 @@ static void exchange(struct server *s, const char *status, const char *body, con
 Test(ctlclient, get_parses_the_body)
 {
 	struct ctlclient_reply r;
-	struct server s;
+	struct one_server s;
+	struct http h;
 
-	exchange(&s, "200 OK", volumes, "GET", "/v1/volumes", NULL, &r);
+	exchange(&s, &h, "200 OK", volumes, "GET", "/v1/volumes", NULL, &r);
 	cr_expect_eq(r.status, 200);
 	cr_expect(json_is_array(json_object_get(r.body, "volumes")));
 	cr_expect_null(r.error_code);
 	cr_expect_null(r.error_message);
-	cr_expect(strncmp(s.request, "GET /v1/volumes HTTP/1.1\r\n", 26) == 0, "%s", s.request);
-	cr_expect_not_null(strstr(s.request, "User-Agent: test_ctlclient\r\n"), "%s", s.request);
+	cr_expect(strncmp(h.request, "GET /v1/volumes HTTP/1.1\r\n", 26) == 0, "%s", h.request);
+	cr_expect_not_null(strstr(h.request, "User-Agent: test_ctlclient\r\n"), "%s", h.request);
 	ctlclient_reply_release(&r);
 	cr_expect_null(r.body);
 }
@@ -160,15 +125,16 @@ Test(ctlclient, post_sends_the_json_body)
 {
 	json_t *body = json_pack("{s:s, s:I}", "name", "vm1", "size", (json_int_t)1024);
 	struct ctlclient_reply r;
-	struct server s;
+	struct one_server s;
+	struct http h;
 
-	exchange(&s, "201 Created", "", "POST", "/v1/volumes", body, &r);
+	exchange(&s, &h, "201 Created", "", "POST", "/v1/volumes", body, &r);
 	cr_expect_eq(r.status, 201);
 	cr_expect_null(r.body, "an empty body is no JSON value");
-	cr_expect(strncmp(s.request, "POST /v1/volumes HTTP/1.1\r\n", 27) == 0, "%s", s.request);
-	cr_expect_not_null(strstr(s.request, "Content-Type: application/json\r\n"));
-	cr_expect_not_null(strstr(s.request, "\r\n\r\n{\"name\":\"vm1\",\"size\":1024}"), "%s",
-	                   s.request);
+	cr_expect(strncmp(h.request, "POST /v1/volumes HTTP/1.1\r\n", 27) == 0, "%s", h.request);
+	cr_expect_not_null(strstr(h.request, "Content-Type: application/json\r\n"));
+	cr_expect_not_null(strstr(h.request, "\r\n\r\n{\"name\":\"vm1\",\"size\":1024}"), "%s",
+	                   h.request);
 	ctlclient_reply_release(&r);
 	json_decref(body);
 }
@@ -176,9 +142,10 @@ Test(ctlclient, post_sends_the_json_body)
 Test(ctlclient, an_api_error_is_an_answer)
 {
 	struct ctlclient_reply r;
-	struct server s;
+	struct one_server s;
+	struct http h;
 
-	exchange(&s, "409 Conflict",
+	exchange(&s, &h, "409 Conflict",
 	         "{\"error\": {\"code\": \"attached\", \"message\": \"vm1 is busy\"}}", "DELETE",
 	         "/v1/volumes/vm1", NULL, &r);
 	cr_expect_eq(r.status, 409);
@@ -190,9 +157,10 @@ Test(ctlclient, an_api_error_is_an_answer)
 Test(ctlclient, an_error_without_json_is_an_answer_too)
 {
 	struct ctlclient_reply r;
-	struct server s;
+	struct one_server s;
+	struct http h;
 
-	exchange(&s, "500 Oops", "oops!", "GET", "/v1/volumes", NULL, &r);
+	exchange(&s, &h, "500 Oops", "oops!", "GET", "/v1/volumes", NULL, &r);
 	cr_expect_eq(r.status, 500);
 	cr_expect_null(r.body);
 	cr_expect_null(r.error_message);
@@ -203,11 +171,12 @@ static void expect_failure(const char *status, const char *body, size_t max_repl
                            int want, const char *words)
 {
 	struct ctlclient_reply r = {.status = 42};
-	struct server s;
+	struct one_server s;
 	struct ctlclient *c;
+	struct http h;
 	char err[256] = "";
 
-	server_start(&s, status, body);
+	server_start(&s, &h, status, body);
 	c = client_for(s.path, timeout_s, max_reply);
 	cr_expect_eq(ctlclient_request(c, "GET", "/v1/volumes", NULL, &r, err, sizeof(err)), want);
 	cr_expect_not_null(strstr(err, words), "\"%s\" does not say \"%s\"", err, words);
