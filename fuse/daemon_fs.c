@@ -317,8 +317,7 @@ static int open_disk(const struct node *n, bool writing, struct handle *h)
 {
 	struct blockd_export_name export = {0};
 	char name[BLOCKD_EXPORT_NAME_MAX + 1];
-	struct proto_client_export info;
-	uint64_t size = 0;
+	uint64_t size = 0, size_now;
 	json_t *entry;
 	int rc;
 
@@ -346,12 +345,12 @@ static int open_disk(const struct node *n, bool writing, struct handle *h)
 	rc = blockd_export_name_format(&export, name, sizeof(name));
 	if (rc < 0)
 		return rc;
-	rc = nbd_export_get(dfs.nbd, name, size, &h->x, &info);
+	rc = nbd_export_get(dfs.nbd, name, size, &h->x, &size_now);
 	if (rc == -EPERM)
 		return -EROFS; /* another host took it meanwhile */
 	if (rc < 0)
 		return rc;
-	h->size = info.size_bytes;
+	h->size = size_now;
 	h->writable = writing;
 	return 0;
 }
