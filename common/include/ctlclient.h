@@ -74,7 +74,10 @@ void ctlclient_free(struct ctlclient *c);
 int ctlclient_request(struct ctlclient *c, const char *method, const char *path, const json_t *body,
                       struct ctlclient_reply *reply, char *err, size_t errlen);
 
-/* Drops the reply's body (error_code and error_message go with it) and clears *r. */
+/*
+ * Drops the reply's body (error_code and error_message go with it) and
+ * clears *r.  A reply belongs to the caller: any thread may release it.
+ */
 void ctlclient_reply_release(struct ctlclient_reply *r);
 
 /*

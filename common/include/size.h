@@ -26,7 +26,8 @@ int size_parse(const char *s, uint64_t *out_bytes);
 
 /*
  * Parses "[+|-]SIZE".  *sign is +1 or -1 for a relative size and 0 for an
- * absolute one.  Same errors as size_parse().
+ * absolute one.  Same errors as size_parse(); *sign and *out_bytes are
+ * written only on success.  Thread-safe.
  */
 int size_parse_delta(const char *s, int *sign, uint64_t *out_bytes);
 
