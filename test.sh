@@ -2,8 +2,9 @@
 # Builds blockd and runs every test: a warnings-as-errors build, the same
 # suite under AddressSanitizer + UndefinedBehaviorSanitizer, the daemon and
 # FUSE tests under ThreadSanitizer, the libFuzzer targets for a short
-# while, and the clang-format check.  Installs missing Debian packages
-# first.  Exit status 0 only if everything passed.
+# while, the clang-format check and the include rule
+# (scripts/check-includes.sh).  Installs missing Debian packages first.
+# Exit status 0 only if everything passed.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -13,6 +14,9 @@ jobs=$(nproc)
 
 echo "== format check"
 scripts/check-format.sh
+
+echo "== include check"
+scripts/check-includes.sh
 
 echo "== build and test (-Werror)"
 cmake -S . -B build -G Ninja -DBLOCKD_WERROR=ON >/dev/null

@@ -31,7 +31,7 @@ static void *exec_thread(void *arg)
 
 	pthread_mutex_lock(&ex->lock);
 	for (;;) {
-		void (*done)(struct exec_job *job);
+		void (*done)(struct exec_job * job);
 		struct exec_queue *q;
 		struct exec_job *job;
 

@@ -177,8 +177,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 	}
 	if ((size_t)snprintf(o->socket_path, sizeof(o->socket_path), "%s", sock ? sock : "") >=
 	        sizeof(o->socket_path) ||
-	    (!sock && (size_t)snprintf(o->socket_path, sizeof(o->socket_path), "%s/nbd.sock",
-	                               o->data_dir) >= sizeof(o->socket_path))) {
+	    (!sock &&
+	     datadir_nbd_socket(o->data_dir, o->socket_path, sizeof(o->socket_path)) < 0)) {
 		fprintf(stderr, "blockd: socket path too long\n");
 		return -1;
 	}
@@ -427,9 +427,10 @@ int main(int argc, char **argv)
 		if (d.listen_fd[1] < 0)
 			status = 1;
 	}
-	snprintf(control_path, sizeof(control_path), "%s/control.sock", o.data_dir);
-	if (status == 0 && control_start(d.store, m, &d, control_path,
-	                                 tcp_shown[0] ? tcp_shown : NULL, o.socket_path, &ctl) < 0)
+	if (status == 0 &&
+	    (datadir_control_socket(o.data_dir, control_path, sizeof(control_path)) < 0 ||
+	     control_start(d.store, m, &d, control_path, tcp_shown[0] ? tcp_shown : NULL,
+	                   o.socket_path, &ctl) < 0))
 		status = 1;
 	for (; status == 0 && started < o.threads; started++) {
 		rc = worker_start(&d, started, &workers[started]);

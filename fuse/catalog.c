@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * catalog.c - blockd's control API seen from blockfs (see catalog.h).
- * Each GET uses its own curl handle, so FUSE threads never share one; the
- * cache is a small array under one mutex and hands out deep copies, so no
- * JSON value is shared between threads.
+ * catalog.c - blockd's control API seen from blockfs (see catalog.h),
+ * through common's control-API client, which FUSE threads may call at
+ * once; the cache is a small array under one mutex and hands out deep
+ * copies, so no JSON value is shared between threads.
  */
-#include <curl/curl.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -16,6 +15,7 @@
 #include <time.h>
 
 #include "catalog.h"
+#include "ctlclient.h"
 
 struct entry {
 	char path[CATALOG_PATH_MAX];
@@ -25,14 +25,10 @@ struct entry {
 
 static struct {
 	char control_path[PATH_MAX];
+	struct ctlclient *client;
 	pthread_mutex_t lock;
 	struct entry entries[CATALOG_ENTRIES];
 } cat = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-struct body {
-	char *data;
-	size_t len;
-};
 
 static int64_t now_ms(void)
 {
@@ -42,83 +38,38 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static size_t on_data(char *ptr, size_t size, size_t nmemb, void *user)
-{
-	struct body *b = user;
-	size_t n = size * nmemb;
-	char *grown;
-
-	if (n > CATALOG_MAX_REPLY - b->len)
-		return 0; /* fails the transfer */
-	grown = realloc(b->data, b->len + n);
-	if (!grown)
-		return 0;
-	memcpy(grown + b->len, ptr, n);
-	b->data = grown;
-	b->len += n;
-	return n;
-}
-
-/* One GET: 0 and *out, -ENOENT on 404, -EIO otherwise (reason in err when given). */
+/* One GET: 0 and *out, -ENOENT on 404, -ENOMEM, -EIO otherwise (reason in err when given). */
 static int fetch(const char *path, json_t **out, char *err, size_t errlen)
 {
-	char url[CATALOG_PATH_MAX + 32], cerr[CURL_ERROR_SIZE] = "";
-	struct body b = {0};
-	CURL *curl = curl_easy_init();
-	CURLcode rc = CURLE_OK;
-	long status = 0, os_errno = 0;
-	json_t *j = NULL;
+	struct ctlclient_reply r;
+	int rc;
 
-	if (!curl)
-		return -ENOMEM;
-	snprintf(url, sizeof(url), "http://localhost%s", path);
-	if (curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, cat.control_path) ||
-	    curl_easy_setopt(curl, CURLOPT_URL, url) ||
-	    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L) ||
-	    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L) ||
-	    curl_easy_setopt(curl, CURLOPT_NOPROXY, "*") ||
-	    curl_easy_setopt(curl, CURLOPT_TIMEOUT, CATALOG_TIMEOUT_S) ||
-	    curl_easy_setopt(curl, CURLOPT_USERAGENT, "blockfs") ||
-	    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, cerr) ||
-	    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data) ||
-	    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b))
-		rc = CURLE_FAILED_INIT;
-	if (rc == CURLE_OK)
-		rc = curl_easy_perform(curl);
-	if (rc == CURLE_OK)
-		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-	else
-		curl_easy_getinfo(curl, CURLINFO_OS_ERRNO, &os_errno);
-	curl_easy_cleanup(curl);
-	if (rc != CURLE_OK) {
-		/* In words about the socket: curl's own would speak of "localhost port 80". */
-		if (err && rc == CURLE_COULDNT_CONNECT)
-			snprintf(err, errlen, "cannot reach blockd at %s: %s", cat.control_path,
-			         strerror(os_errno ? (int)os_errno : ECONNREFUSED));
-		else if (err)
-			snprintf(err, errlen, "talking to blockd at %s: %s", cat.control_path,
-			         cerr[0] ? cerr : curl_easy_strerror(rc));
-		free(b.data);
-		return -EIO;
-	}
-	if (status == 200 && b.len > 0)
-		j = json_loadb(b.data, b.len, JSON_REJECT_DUPLICATES, NULL);
-	free(b.data);
-	if (status == 404)
+	rc = ctlclient_request(cat.client, "GET", path, NULL, &r, err, errlen);
+	if (rc < 0)
+		return rc == -ENOMEM ? rc : -EIO;
+	if (r.status == 404) {
+		ctlclient_reply_release(&r);
 		return -ENOENT;
-	if (!json_is_object(j)) {
+	}
+	if (r.status != 200 || !json_is_object(r.body)) {
 		if (err)
 			snprintf(err, errlen, "blockd at %s answered %s %ld", cat.control_path,
-			         path, status);
-		json_decref(j);
+			         path, r.status);
+		ctlclient_reply_release(&r);
 		return -EIO;
 	}
-	*out = j;
+	*out = r.body;
 	return 0;
 }
 
 int catalog_open(const char *control_path, char *err, size_t errlen)
 {
+	const struct ctlclient_opts opts = {
+	    .socket_path = control_path,
+	    .user_agent = "blockfs",
+	    .timeout_s = CATALOG_TIMEOUT_S,
+	    .max_reply_bytes = CATALOG_MAX_REPLY,
+	};
 	json_t *j;
 	int rc;
 
@@ -127,17 +78,20 @@ int catalog_open(const char *control_path, char *err, size_t errlen)
 		return -ENAMETOOLONG;
 	}
 	snprintf(cat.control_path, sizeof(cat.control_path), "%s", control_path);
-	if (curl_global_init(CURL_GLOBAL_NOTHING) != CURLE_OK) {
+	rc = ctlclient_new(&opts, &cat.client);
+	if (rc < 0) {
 		snprintf(err, errlen, "cannot initialise libcurl");
-		return -ENOMEM;
+		return rc;
 	}
 	rc = fetch("/v1/volumes", &j, err, errlen);
 	if (rc == 0)
 		json_decref(j);
 	else if (rc == -ENOENT)
 		snprintf(err, errlen, "%s does not serve blockd's control API", control_path);
-	if (rc < 0)
-		curl_global_cleanup();
+	if (rc < 0) {
+		ctlclient_free(cat.client);
+		cat.client = NULL;
+	}
 	return rc < 0 ? -EIO : 0;
 }
 
@@ -146,7 +100,8 @@ void catalog_close(void)
 	for (unsigned i = 0; i < CATALOG_ENTRIES; i++)
 		json_decref(cat.entries[i].value);
 	memset(cat.entries, 0, sizeof(cat.entries));
-	curl_global_cleanup();
+	ctlclient_free(cat.client);
+	cat.client = NULL;
 }
 
 /*

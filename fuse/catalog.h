@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * catalog.h - what blockd holds, as its control API tells it: GET requests
- * over the control socket with libcurl, answers parsed with jansson and
- * kept for CATALOG_TTL_MS, so that a burst of lookups (ls -l) costs one
+ * over the control socket (common's ctlclient.h), answers kept for
+ * CATALOG_TTL_MS, so that a burst of lookups (ls -l) costs one
  * request per path and a new volume or snapshot shows up within that time.
  */
 #ifndef BLOCKD_FUSE_CATALOG_H

@@ -315,16 +315,17 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 /* Opens the export of a disk for handle h. */
 static int open_disk(const struct node *n, bool writing, struct handle *h)
 {
-	char name[2 * BLOCKD_NAME_MAX + 8];
-	struct proto_client_export info;
-	uint64_t size = 0;
+	struct blockd_export_name export = {0};
+	char name[BLOCKD_EXPORT_NAME_MAX + 1];
+	uint64_t size = 0, size_now;
 	json_t *entry;
 	int rc;
 
+	memcpy(export.volume, n->vol, sizeof(export.volume));
 	if (n->kind == K_SNAPDISK) {
 		if (writing)
 			return -EROFS;
-		snprintf(name, sizeof(name), "%s@%s", n->vol, n->snap);
+		memcpy(export.snapshot, n->snap, sizeof(export.snapshot));
 	} else {
 		if (writing && !dfs.rw)
 			return -EROFS;
@@ -337,16 +338,19 @@ static int open_disk(const struct node *n, bool writing, struct handle *h)
 		json_decref(entry);
 		if (!rc)
 			return -EROFS;
-		snprintf(name, sizeof(name), "%s%s", n->vol, writing ? "" : BLOCKD_RO_SUFFIX);
+		export.ro_live = !writing;
 		snprintf(h->vol, sizeof(h->vol), "%s", n->vol);
 		h->err_seen = nbd_export_errseq(n->vol);
 	}
-	rc = nbd_export_get(dfs.nbd, name, size, &h->x, &info);
+	rc = blockd_export_name_format(&export, name, sizeof(name));
+	if (rc < 0)
+		return rc;
+	rc = nbd_export_get(dfs.nbd, name, size, &h->x, &size_now);
 	if (rc == -EPERM)
 		return -EROFS; /* another host took it meanwhile */
 	if (rc < 0)
 		return rc;
-	h->size = info.size_bytes;
+	h->size = size_now;
 	h->writable = writing;
 	return 0;
 }

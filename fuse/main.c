@@ -93,7 +93,7 @@ static const char *value(const char *s)
 static int daemon_paths(char *control, char *nbd, size_t len)
 {
 	char given[PATH_MAX], dir[PATH_MAX], copy[PATH_MAX];
-	const char *file = "control.sock";
+	const char *file = DATADIR_CONTROL_SOCKET;
 
 	if (opt.control) {
 		snprintf(copy, sizeof(copy), "%s", value(opt.control));
@@ -113,7 +113,7 @@ static int daemon_paths(char *control, char *nbd, size_t len)
 		return -errno;
 	}
 	if ((size_t)snprintf(control, len, "%s/%s", dir, file) >= len ||
-	    (size_t)snprintf(nbd, len, "%s/nbd.sock", dir) >= len) {
+	    datadir_nbd_socket(dir, nbd, len) < 0) {
 		fprintf(stderr, "blockfs: the daemon's socket paths are too long\n");
 		return -ENAMETOOLONG;
 	}

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * nbdconn.h - blockfs's NBD connections to blockd, over its unix socket,
- * spoken with proto/'s client side.
+ * made and used through common's NBD client (nbdclient.h, libnbd).
  *
  * An nbd_export is one export (NAME, NAME:ro or NAME@SNAP) with a small
  * pool of connections that the open files of that export share: a request
@@ -10,13 +10,15 @@
  * without a reconnect per read.  The last nbd_export_put() disconnects
  * them all, so that blockd's attachment ends with the last open file.
  *
- * A connection that breaks (blockd stopped or killed, a reply that does
- * not fit, no answer within NBDCONN_TIMEOUT_S) is dropped and the request
- * tried once more on a new one; when that fails too the caller gets -EIO.
- * If writes not yet covered by a FLUSH were on a dropped connection, they
- * may be lost: the export's error sequence (nbd_export_errseq()) moves on,
- * so that each open file can report it at its next fsync, once, as Linux
- * reports a failed write-back.
+ * A connection that breaks (blockd stopped or killed, a reply that breaks
+ * the protocol, no answer within NBDCONN_TIMEOUT_S) is dropped and the
+ * request tried once more on a new one; when that fails too the caller
+ * gets -EIO.  If writes not yet covered by a FLUSH were on a dropped
+ * connection, they may be lost: the export's error sequence
+ * (nbd_export_errseq()) moves on, so that each open file can report it at
+ * its next fsync, once, as Linux reports a failed write-back.
+ *
+ * Every function is thread-safe.
  */
 #ifndef BLOCKD_FUSE_NBDCONN_H
 #define BLOCKD_FUSE_NBDCONN_H
@@ -24,8 +26,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include "proto_client.h"
 
 #define NBDCONN_POOL_MAX  4  /* connections per export: the kernel sends a few reads at once */
 #define NBDCONN_TIMEOUT_S 30 /* a request without an answer for this long breaks the connection */
@@ -36,12 +36,13 @@ struct nbd_export;
  * The export NAME at the unix socket SOCKET_PATH, shared with the open
  * files that already have it if its size is SIZE (0: any size; a volume
  * grown since gets a new export).  A new one opens its first connection
- * here, so a refusal shows at open.  *info gets what the server said.
- * -ENOENT (no such export), -EPERM (refused: another host writes the
- * volume), -EIO (cannot reach blockd or it broke the protocol), -ENOMEM.
+ * here, so a refusal shows at open.  *size_bytes gets the size the server
+ * said.  -ENOENT (no such export), -EPERM (refused: another host writes the
+ * volume), -EIO (cannot reach blockd, no answer within NBDCONN_TIMEOUT_S,
+ * or it broke the protocol), -ENAMETOOLONG, -ENOMEM.
  */
 int nbd_export_get(const char *socket_path, const char *name, uint64_t size,
-                   struct nbd_export **out, struct proto_client_export *info);
+                   struct nbd_export **out, uint64_t *size_bytes);
 
 /* The newest export NAME some open file holds, with a reference (nbd_export_put()), or NULL. */
 struct nbd_export *nbd_export_find(const char *name);

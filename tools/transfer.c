@@ -3,15 +3,15 @@
  * transfer.c - "blockctl volume import" and "volume export": copying a
  * volume's contents in from, or out to, a raw or qcow2 file.
  *
- * The data always moves over NBD (libnbd), never by opening an image the
- * daemon has open: import creates the volume through the control API and
- * writes it over NBD; export reads the volume, or the read-only export
- * VOL@SNAP of one of its snapshots.  Both keep the copy sparse: export
- * asks the server for block status (base:allocation) and reads only what
- * is not known to be zeros; import asks the source (SEEK_DATA, or the
- * qcow library's block status), and neither writes a block that is all
- * zeros.  Requests are CHUNK_BYTES long with up to SLOTS of them in
- * flight (libnbd's asynchronous calls).
+ * The data always moves over NBD (libnbd, connected through common's
+ * nbdclient.h), never by opening an image the daemon has open: import
+ * creates the volume through the control API and writes it over NBD;
+ * export reads the volume, or the read-only export VOL@SNAP of one of its
+ * snapshots.  Both keep the copy sparse: export asks the server for block
+ * status (base:allocation) and reads only what is not known to be zeros;
+ * import asks the source (SEEK_DATA, or the qcow library's block status),
+ * and neither writes a block that is all zeros.  Requests are CHUNK_BYTES
+ * long with up to SLOTS of them in flight (libnbd's asynchronous calls).
  *
  * A failed or interrupted (SIGINT, SIGTERM, SIGHUP) copy removes what it
  * made: the partial output file, or the volume import created.
@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <libnbd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +26,10 @@
 
 #include "blockctl.h"
 #include "ctl.h"
+#include "datadir.h"
 #include "image_cmds.h"
 #include "image_file.h"
+#include "nbdclient.h"
 #include "progress.h"
 
 #define CHUNK_BYTES (4u << 20)
@@ -66,6 +67,7 @@ struct slot {
 
 struct xfer {
 	struct nbd_handle *nbd;
+	struct nbdclient_info info;
 	const char *export; /* for messages */
 	uint64_t size;      /* bytes copied */
 	struct slot slots[SLOTS];
@@ -74,7 +76,6 @@ struct xfer {
 	/* export: the server's block status from pos on */
 	struct extent ext[STATUS_MAX_EXTENTS];
 	size_t ext_count, ext_next;
-	bool have_status;
 };
 
 static bool buffer_is_zero(const unsigned char *p, size_t len)
@@ -86,7 +87,7 @@ static int nbd_failed(const struct xfer *x, const char *what)
 {
 	int err = nbd_get_errno();
 
-	cli_error("%s: %s: %s", x->export, what, nbd_get_error() ? nbd_get_error() : "failed");
+	cli_error("%s: %s: %s", x->export, what, nbdclient_error());
 	return err > 0 ? -err : -EIO;
 }
 
@@ -151,16 +152,17 @@ static char *export_uri(const json_t *vol, const char *export)
 {
 	const char *unix_uri = ctl_str(vol, "nbd_unix_uri", NULL);
 	const char *tcp_uri = ctl_str(vol, "nbd_uri", NULL);
-	char *uri = NULL, *name, *sock;
+	char *uri = NULL, *name, sock[PATH_MAX];
 
 	if (unix_uri && strncmp(unix_uri, "nbd+unix://", 11) == 0)
 		uri = uri_with_export(unix_uri, export);
 	else if (ctl_target.data_dir[0]) {
+		if (datadir_nbd_socket(ctl_target.data_dir, sock, sizeof(sock)) < 0) {
+			cli_error("%s/" DATADIR_NBD_SOCKET ": path too long", ctl_target.data_dir);
+			return NULL;
+		}
 		name = ctl_escape(export);
-		sock = malloc(strlen(ctl_target.data_dir) + sizeof("/nbd.sock"));
-		if (sock)
-			sprintf(sock, "%s/nbd.sock", ctl_target.data_dir);
-		if (name && sock) {
+		if (name) {
 			char *esc_sock = ctl_escape(sock);
 
 			if (esc_sock &&
@@ -169,7 +171,6 @@ static char *export_uri(const json_t *vol, const char *export)
 			free(esc_sock);
 		}
 		free(name);
-		free(sock);
 	} else if (tcp_uri && strncmp(tcp_uri, "nbd://", 6) == 0) {
 		uri = uri_with_export(tcp_uri, export);
 	} else {
@@ -183,29 +184,17 @@ static char *export_uri(const json_t *vol, const char *export)
 
 static int xfer_connect(struct xfer *x, const json_t *vol, bool want_status)
 {
-	char *uri = export_uri(vol, x->export);
-	int ret = 0;
+	struct nbdclient_opts opts = {.want_block_status = want_status, .timeout_ms = -1};
+	char *uri = export_uri(vol, x->export), err[512];
+	int ret;
 
 	if (!uri)
 		return -ENOMEM;
-	x->nbd = nbd_create();
-	if (!x->nbd) {
-		free(uri);
-		cli_error("libnbd: %s", nbd_get_error());
-		return -ENOMEM;
-	}
-	if (nbd_set_uri_allow_tls(x->nbd, LIBNBD_TLS_DISABLE) < 0 ||
-	    nbd_set_uri_allow_local_file(x->nbd, false) < 0 ||
-	    (want_status && nbd_add_meta_context(x->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0) ||
-	    nbd_connect_uri(x->nbd, uri) < 0) {
-		int err = nbd_get_errno();
-
-		cli_error("%s: cannot connect to %s: %s", x->export, uri, nbd_get_error());
-		ret = err > 0 ? -err : -EIO;
-	}
+	opts.uri = uri;
+	ret = nbdclient_connect(&opts, &x->nbd, &x->info, err, sizeof(err));
+	if (ret < 0)
+		cli_error("%s: cannot connect to %s: %s", x->export, uri, err);
 	free(uri);
-	if (ret == 0 && want_status)
-		x->have_status = nbd_can_meta_context(x->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
 	return ret;
 }
 
@@ -357,7 +346,7 @@ static int import_copy(struct xfer *x, struct image_file *src)
 		if (ret < 0)
 			return ret;
 	}
-	if (nbd_can_flush(x->nbd) == 1 && nbd_flush(x->nbd, 0) < 0)
+	if (x->info.can_flush && nbd_flush(x->nbd, 0) < 0)
 		return nbd_failed(x, "flush");
 	return 0;
 }
@@ -396,7 +385,6 @@ static int import_run(const char *file, const char *name, enum image_format form
 	struct xfer x = {.export = name};
 	struct image_file src;
 	json_t *body, *vol = NULL;
-	int64_t vol_size;
 	uint64_t size;
 	int ret;
 
@@ -421,14 +409,14 @@ static int import_run(const char *file, const char *name, enum image_format form
 	ret = xfer_connect(&x, vol, false);
 	if (ret < 0)
 		goto out_remove;
-	vol_size = nbd_get_size(x.nbd);
-	if (vol_size < 0 || (uint64_t)vol_size < src.size_bytes) {
-		cli_error("%s: the new volume is %lld bytes, less than the %llu of %s", name,
-		          (long long)vol_size, (unsigned long long)src.size_bytes, file);
+	if (x.info.size_bytes < src.size_bytes) {
+		cli_error("%s: the new volume is %llu bytes, less than the %llu of %s", name,
+		          (unsigned long long)x.info.size_bytes, (unsigned long long)src.size_bytes,
+		          file);
 		ret = -EIO;
 		goto out_remove;
 	}
-	if (nbd_is_read_only(x.nbd) == 1) {
+	if (x.info.read_only) {
 		cli_error("%s: blockd serves the new volume read-only", name);
 		ret = -EROFS;
 		goto out_remove;
@@ -550,7 +538,7 @@ static int status_at(struct xfer *x, uint64_t pos)
 	}
 	x->ext_count = x->ext_next = 0;
 	c.stop = x->size - pos < STATUS_SPAN_BYTES ? x->size : pos + STATUS_SPAN_BYTES;
-	if (!x->have_status) {
+	if (!x->info.block_status) {
 		x->ext[x->ext_count++] = (struct extent){pos, c.stop - pos, false};
 		return 0;
 	}
@@ -729,7 +717,6 @@ static int export_run(const char *spec, const char *file, enum image_format form
 	struct xfer x = {.export = spec};
 	struct image_file dst;
 	json_t *vol = NULL;
-	int64_t size;
 	int ret;
 
 	if (access(file, F_OK) == 0) {
@@ -745,12 +732,7 @@ static int export_run(const char *spec, const char *file, enum image_format form
 	ret = xfer_connect(&x, vol, true);
 	if (ret < 0)
 		goto out;
-	size = nbd_get_size(x.nbd);
-	if (size < 0) {
-		ret = nbd_failed(&x, "size");
-		goto out;
-	}
-	x.size = (uint64_t)size;
+	x.size = x.info.size_bytes;
 	ret = export_create(&dst, file, format, x.size);
 	if (ret < 0)
 		goto out;

@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * size.h - sizes on the command line: "64K", "10G", "1048576", "+1G".
+ * size.h - sizes as people type them: "64K", "10G", "1048576", "+1G" (blockctl's
+ * command line, blockd's options and control API).
  *
  * Suffixes K, M, G and T (either case) are powers of 1024; a plain number
  * is bytes.  Nothing else is accepted: no sign, no fraction, no whitespace,
  * no other suffix.  Values above INT64_MAX are refused, since every size
  * ends up as an off_t.
  */
-#ifndef BLOCKD_TOOLS_SIZE_H
-#define BLOCKD_TOOLS_SIZE_H
+#ifndef BLOCKD_COMMON_SIZE_H
+#define BLOCKD_COMMON_SIZE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -25,7 +26,8 @@ int size_parse(const char *s, uint64_t *out_bytes);
 
 /*
  * Parses "[+|-]SIZE".  *sign is +1 or -1 for a relative size and 0 for an
- * absolute one.  Same errors as size_parse().
+ * absolute one.  Same errors as size_parse(); *sign and *out_bytes are
+ * written only on success.  Thread-safe.
  */
 int size_parse_delta(const char *s, int *sign, uint64_t *out_bytes);
 

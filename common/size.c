@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * size.c - parsing and printing sizes for blockctl (see size.h).
+ * size.c - parsing and printing sizes (see size.h).
  *
  * The parser is strict on purpose: a size typed wrong ("1.5G", "10GB",
  * " 1G") is refused rather than read as something else, because the

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_size.c - the size parser and printer of blockctl (tools/size.c).
+ * test_size.c - the size parser and printer (common/size.c).
  * Wrong input is tested as hard as right input: a size read wrongly
  * creates or shrinks an image to the wrong size.
  */
