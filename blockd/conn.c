@@ -388,29 +388,22 @@ void conn_on_send(struct conn *c, int res)
 
 /* ---------------------------------------------------------------- exports */
 
-/* Parses an export name into a store target; false for anything we do not serve. */
-static bool parse_target(const char *name, size_t len, struct store_target *t)
+/* Takes an export name apart into X and the store target T pointing into it. */
+static bool parse_target(const char *name, size_t len, struct blockd_export_name *x,
+                         struct store_target *t)
 {
-	size_t sfx = strlen(BLOCKD_RO_SUFFIX);
-	const char *at = memchr(name, '@', len);
-
-	*t = (struct store_target){.volume = name};
-	if (at) {
-		t->volume_len = (size_t)(at - name);
-		t->snapshot = at + 1;
-		t->snapshot_len = len - t->volume_len - 1;
-		t->access = STORE_SNAPSHOT;
-		return blockd_name_valid(t->snapshot, t->snapshot_len) &&
-		       blockd_name_valid(name, t->volume_len);
-	}
-	if (len > sfx && memcmp(name + len - sfx, BLOCKD_RO_SUFFIX, sfx) == 0) {
-		t->volume_len = len - sfx;
-		t->access = STORE_READ_LIVE;
-	} else {
-		t->volume_len = len;
-		t->access = STORE_READ_WRITE;
-	}
-	return blockd_name_valid(name, t->volume_len);
+	if (blockd_export_name_parse(name, len, x) < 0)
+		return false;
+	*t = (struct store_target){
+	    .volume = x->volume,
+	    .volume_len = strlen(x->volume),
+	    .snapshot = x->snapshot,
+	    .snapshot_len = strlen(x->snapshot),
+	    .access = x->snapshot[0] ? STORE_SNAPSHOT
+	              : x->ro_live   ? STORE_READ_LIVE
+	                             : STORE_READ_WRITE,
+	};
+	return true;
 }
 
 static void fill_export(struct conn *c, const struct store_target *t,
@@ -439,6 +432,7 @@ static int conn_lookup(void *opaque, const char *name, size_t len, struct proto_
 	struct conn *c = opaque;
 	struct store *st = c->w->d->store;
 	struct store_target_info info;
+	struct blockd_export_name x;
 	struct store_target t;
 	int rc;
 
@@ -446,7 +440,7 @@ static int conn_lookup(void *opaque, const char *name, size_t len, struct proto_
 		store_detach(c->att);
 		c->att = NULL;
 	}
-	if (!parse_target(name, len, &t))
+	if (!parse_target(name, len, &x, &t))
 		return -ENOENT;
 	rc = store_lookup(st, &t, c->peer, &info, &c->wait);
 	if (rc == 0 && proto_server_lookup_starts_transmission(c->ps))
