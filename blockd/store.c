@@ -841,10 +841,12 @@ int store_wait_end(struct store_wait *w)
 /*
  * Finds TARGET with st->lock held: its volume, and its view (NULL for the
  * volume itself); fills *out.  A snapshot whose view is not open gives
- * -EAGAIN with *viewp NULL.
+ * -EAGAIN with *viewp NULL; a volume another holder writes -EPERM, with
+ * that holder in WRITER.
  */
 static int find_target(struct store *st, const struct store_target *t, const char *holder,
-                       struct store_target_info *out, struct volume **volp, struct view **viewp)
+                       struct store_target_info *out, struct volume **volp, struct view **viewp,
+                       char writer_out[STORE_HOLDER_MAX])
 {
 	struct volume *vol;
 	const char *writer;
@@ -872,8 +874,7 @@ static int find_target(struct store *st, const struct store_target *t, const cha
 	case STORE_READ_WRITE:
 		writer = writer_of(vol);
 		if (writer && strcmp(writer, holder) != 0) {
-			log_info("volume %s: refusing %s, attached read-write by %s", vol->name,
-			         holder, writer);
+			snprintf(writer_out, STORE_HOLDER_MAX, "%s", writer);
 			return -EPERM;
 		}
 		/* fall through */
@@ -889,15 +890,23 @@ static int find_target(struct store *st, const struct store_target *t, const cha
 	return 0;
 }
 
+/* Logs (never under st->lock) that HOLDER was refused T, written by WRITER. */
+static void log_refused(const struct store_target *t, const char *holder, const char *writer)
+{
+	log_info("volume %.*s: refusing %s, attached read-write by %s", (int)t->volume_len,
+	         t->volume, holder, writer);
+}
+
 int store_lookup(struct store *st, const struct store_target *t, const char *holder,
                  struct store_target_info *out, struct store_wait *w)
 {
+	char writer[STORE_HOLDER_MAX];
 	struct volume *vol;
 	struct view *v;
 	int rc;
 
 	pthread_mutex_lock(&st->lock);
-	rc = find_target(st, t, holder, out, &vol, &v);
+	rc = find_target(st, t, holder, out, &vol, &v, writer);
 	if (rc == -EAGAIN) {
 		/* Open the view on the volume's queue; the claim keeps the snapshot meanwhile. */
 		if (!claim_view(vol, t->snapshot, t->snapshot_len)) {
@@ -914,19 +923,23 @@ int store_lookup(struct store *st, const struct store_target *t, const char *hol
 		}
 	}
 	pthread_mutex_unlock(&st->lock);
+	if (rc == -EPERM)
+		log_refused(t, holder, writer);
 	return rc;
 }
 
 int store_attach(struct store *st, const struct store_target *t, const char *holder,
                  struct store_target_info *out, struct attachment **att)
 {
+	char writer[STORE_HOLDER_MAX];
 	struct attachment *a;
 	struct volume *vol;
 	struct view *v;
+	bool made = false;
 	int rc;
 
 	pthread_mutex_lock(&st->lock);
-	rc = find_target(st, t, holder, out, &vol, &v);
+	rc = find_target(st, t, holder, out, &vol, &v, writer);
 	if (rc == -EAGAIN)
 		rc = -ENOENT;
 	if (rc < 0)
@@ -951,13 +964,17 @@ int store_attach(struct store *st, const struct store_target *t, const char *hol
 		if (v)
 			v->users++;
 		get_ref(vol);
-		log_info("volume %s: attached %s by %s", vol->name,
-		         t->access == STORE_READ_WRITE ? "read-write" : "read-only", holder);
+		made = true;
 	}
 	a->connections++;
 	*att = a;
 out:
 	pthread_mutex_unlock(&st->lock);
+	if (rc == -EPERM)
+		log_refused(t, holder, writer);
+	if (made)
+		log_info("volume %.*s: attached %s by %s", (int)t->volume_len, t->volume,
+		         t->access == STORE_READ_WRITE ? "read-write" : "read-only", holder);
 	return rc;
 }
 
