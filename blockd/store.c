@@ -507,6 +507,24 @@ static bool file_replaced(const struct volume *vol)
 	return stat(vol->path, &sb) < 0 || sb.st_dev != vol->dev || sb.st_ino != vol->ino;
 }
 
+/*
+ * Takes VOL off the list unless something else did first; true if this
+ * call did (its caller then owns the registry's reference).
+ */
+static bool unlist(struct store *st, struct volume *vol)
+{
+	bool listed;
+
+	pthread_mutex_lock(&st->lock);
+	listed = !atomic_load(&vol->gone);
+	if (listed) {
+		unlink_volume(st, vol);
+		atomic_store(&vol->gone, true);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return listed;
+}
+
 /* Drops served volumes whose file was removed or replaced behind our back. */
 static void drop_vanished(struct store *st)
 {
@@ -517,20 +535,12 @@ static void drop_vanished(struct store *st)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		struct volume *vol = all[i];
-		bool dropped = false;
 
 		if (vol->error || !file_replaced(vol)) {
 			store_put(vol);
 			continue;
 		}
-		pthread_mutex_lock(&st->lock);
-		if (!atomic_load(&vol->gone)) {
-			unlink_volume(st, vol);
-			atomic_store(&vol->gone, true);
-			dropped = true;
-		}
-		pthread_mutex_unlock(&st->lock);
-		if (dropped) {
+		if (unlist(st, vol)) {
 			log_warn("volume %s: %s was removed or replaced; dropped, its connections "
 			         "are cut",
 			         vol->name, vol->path);
@@ -553,17 +563,9 @@ static void drop_missing_errors(struct store *st)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		struct volume *vol = all[i];
-		bool dropped = false;
 
 		if (vol->error && stat(vol->path, &sb) < 0 && errno == ENOENT) {
-			pthread_mutex_lock(&st->lock);
-			if (!atomic_load(&vol->gone)) {
-				unlink_volume(st, vol);
-				atomic_store(&vol->gone, true);
-				dropped = true;
-			}
-			pthread_mutex_unlock(&st->lock);
-			if (dropped) {
+			if (unlist(st, vol)) {
 				log_info("volume %s: its file is gone; no longer listed",
 				         vol->name);
 				store_put(vol);

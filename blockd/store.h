@@ -139,8 +139,9 @@ const char *attachment_volume_name(const struct attachment *att);
 bool attachment_gone(const struct attachment *att);
 
 /*
- * Entry INDEX of the export list: 1 with the volume's name in VOL and, for
- * a snapshot, its name in SNAP (else SNAP is ""); 0 past the end.
+ * Entry INDEX of the targets a client may attach (every served volume and
+ * its snapshots): 1 with the volume's name in VOL and, for a snapshot, its
+ * name in SNAP (else SNAP is ""); 0 past the end.
  */
 int store_list_entry(struct store *st, size_t index, char vol[STORE_NAME_MAX + 1],
                      char snap[STORE_NAME_MAX + 1]);
@@ -177,7 +178,7 @@ struct store_snapshot {
 
 struct store_holder {
 	char holder[STORE_HOLDER_MAX];
-	char target[2 * STORE_NAME_MAX + 4]; /* the export name it attached to */
+	char target[2 * STORE_NAME_MAX + 4]; /* NAME, NAME:ro or NAME@SNAP */
 	bool read_only;
 	unsigned connections;
 	time_t since;
