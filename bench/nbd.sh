@@ -2,7 +2,8 @@
 # NBD I/O through fio's nbd engine: blockd against qemu-nbd (--cache=none
 # --aio=io_uring, and --cache=writeback) serving identical qcow2 images, side
 # by side in the same run.  Not a test: prints IOPS or bandwidth per row and
-# the ratio blockd / qemu-nbd (above 1: blockd is faster).
+# the ratio blockd / qemu-nbd (above 1: blockd is faster), and the CPU
+# time each server spent per request.
 #
 #   bench/nbd.sh [--quick] [--rows LIST] [--runtime S] [--ramp S] [--size SIZE]
 #                [--blockd PATH] [--blockctl PATH] [--blockd-args 'ARGS']
@@ -13,9 +14,12 @@
 # The servers take turns row by row (blockd, qemu-nbd none, qemu-nbd
 # writeback; then the next row) so that noise on a shared machine falls on
 # all of them alike.  --baseline adds an older blockd binary as a fourth
-# column, taking its turn the same way, to measure a change of blockd.  Read rows and overwrite rows use a copy of one image
-# whose every cluster was written beforehand (qemu-io, before any server
-# starts); allocating rows start from an empty image.
+# column, taking its turn the same way, to measure a change of blockd.
+# Read rows and overwrite rows use a copy of one image whose every cluster
+# was written beforehand (qemu-io, before any server starts); allocating
+# rows start from an empty image.  A second table gives each server's CPU
+# time per request (user + system, every thread), counted over the
+# measured seconds only, like fio's I/Os.
 set -euo pipefail
 export PATH=/usr/bin:$PATH # nbdinfo is a python script; the pyenv python lacks its module
 
@@ -264,7 +268,16 @@ if [ $standin = 0 ]; then
 	rm -rf "$dir/verify"
 fi
 
-declare -A result failed
+# cpu_ticks PID: user + system time of every thread of PID, in clock ticks
+# (fields 14 and 15 of /proc/PID/stat, counted after the command name).
+cpu_ticks() {
+	local f
+	read -ra f <<<"$(sed 's/.*) //' "/proc/$1/stat")"
+	echo $((f[11] + f[12]))
+}
+hz=$(getconf CLK_TCK)
+
+declare -A result failed cpu
 n=0
 for row in "${selected[@]}"; do
 	for round in $(seq 1 "$rounds"); do
@@ -295,7 +308,13 @@ for row in "${selected[@]}"; do
 		timeout $((runtime + ramp + 120)) \
 			fio --name="$row" --ioengine=nbd --uri="nbd+unix:///vol?socket=$run/nbd.sock" \
 			${fioargs[$row]} "${timing[@]}" --group_reporting \
-			--output-format=json --output="$run/fio.json" >"$run/fio.log" 2>&1 || rc=$?
+			--output-format=json --output="$run/fio.json" >"$run/fio.log" 2>&1 &
+		fio_pid=$!
+		# The server's CPU time is counted from the end of the ramp, like fio's I/Os.
+		sleep "$ramp"
+		cpu0=$(cpu_ticks "$server_pid")
+		wait "$fio_pid" || rc=$?
+		cpu1=$(cpu_ticks "$server_pid")
 		rc=${rc:-0}
 		m=$(metric "$row" "$run/fio.json")
 		if [ "$rc" = 124 ]; then
@@ -319,11 +338,14 @@ for row in "${selected[@]}"; do
 		if [ "${m%% *}" = error ]; then
 			failed[$row,$srv]=${failed[$row,$srv]:-${m#error }}
 		else
-			read -r iops mib _ <<<"$m"
+			read -r iops mib ios <<<"$m"
 			case $row in *1m*) v=$mib ;; *) v=$iops ;; esac
 			result[$row,$srv]+="$v "
+			us=$(awk -v t=$((cpu1 - cpu0)) -v hz="$hz" -v n="$ios" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print 0 }')
+			cpu[$row,$srv]+="$us "
+			m+=" $us"
 		fi
-		log "$(printf '%-14s %2d %-38s %s  (IOPS MiB/s I/Os; exit after SIGTERM: %s s)' "$row" "$round" "${label[$srv]}" "$m" "$stopped")"
+		log "$(printf '%-14s %2d %-38s %s  (IOPS MiB/s I/Os server-CPU-us/request; exit after SIGTERM: %s s)' "$row" "$round" "${label[$srv]}" "$m" "$stopped")"
 		if [ -n "$keep" ]; then
 			for f in fio.json fio.log server.log; do
 				cp "$run/$f" "$keep/$row.$round.$srv.$f" 2>/dev/null || true
@@ -334,12 +356,22 @@ for row in "${selected[@]}"; do
 	done
 done
 
+# median VALUES...: the median of the numbers given.
+median() {
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 # value ROW SERVER: the row's figure (IOPS for 4k rows, MiB/s for 1M rows),
 # the median over the rounds; "err" if any round failed.
 value() {
 	if [ -n "${failed[$1,$2]:-}" ] || [ -z "${result[$1,$2]:-}" ]; then echo err; return; fi
 	# shellcheck disable=SC2086 # one value per round
-	printf '%s\n' ${result[$1,$2]} | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+	median ${result[$1,$2]}
+}
+# cpu_cell ROW SERVER: the median server CPU time per request, in microseconds.
+cpu_cell() {
+	if [ -n "${failed[$1,$2]:-}" ] || [ -z "${cpu[$1,$2]:-}" ]; then echo "-"; return; fi
+	# shellcheck disable=SC2086 # one value per round
+	median ${cpu[$1,$2]}
 }
 cell() {
 	local v
@@ -378,6 +410,18 @@ for row in "${selected[@]}"; do
 done
 echo
 echo "ratio = blockd / the other server (above 1: blockd is faster)"
+echo
+echo "Server CPU time per request in microseconds (user + system, every thread; median; below: less CPU)"
+echo
+header="| row |"
+for srv in "${servers[@]}"; do header+=" ${label[$srv]} |"; done
+echo "$header"
+echo "|---|$(for _ in "${servers[@]}"; do printf -- '---:|'; done)"
+for row in "${selected[@]}"; do
+	line="| \`$row\` |"
+	for srv in "${servers[@]}"; do line+=" $(cpu_cell "$row" "$srv") |"; done
+	echo "$line"
+done
 if [ ${#notes[@]} -gt 0 ]; then
 	echo
 	echo "Notes:"
