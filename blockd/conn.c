@@ -444,7 +444,7 @@ static int conn_lookup(void *opaque, const char *name, size_t len, struct proto_
 		return -ENOENT;
 	rc = store_lookup(st, &t, c->peer, &info, &c->wait);
 	if (rc == 0 && proto_server_lookup_starts_transmission(c->ps))
-		rc = store_attach(st, &t, c->peer, &info, &c->att);
+		rc = store_attach(st, &t, c->peer, &info, &c->att, &c->wait);
 	if (rc == -EINPROGRESS) {
 		/* Valid names are short: it fits. */
 		memcpy(c->lookup_name, name, len);

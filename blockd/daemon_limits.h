@@ -135,6 +135,13 @@
 
 /* ------------------------------------------------------------- volumes */
 
+/*
+ * How long a volume nobody uses stays open: reconnecting clients (a VM's
+ * reboot, a tool that connects per command) find it open, while thousands
+ * of idle volumes hold no descriptor, lock or metadata cache.
+ */
+#define VOLUME_IDLE_CLOSE_SEC 10
+
 /* Largest volume: 1 PiB, far past any disk and inside the L1 table cap of 64 KiB clusters. */
 #define MANAGE_MAX_VOLUME_BYTES (1ull << 50)
 

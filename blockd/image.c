@@ -31,20 +31,27 @@ int image_open(struct image *im, const char *path, int fd, const char *snapshot,
 		return rc;
 	}
 	qcow_get_info(im->img, &info);
-	pthread_mutex_init(&im->lock, NULL);
-	pthread_mutex_init(&im->quiesce_lock, NULL);
-	pthread_cond_init(&im->quiesced, NULL);
 	im->fd = fd;
 	im->read_only = snapshot != NULL;
 	im->has_backing = qcow_backing(im->img) != NULL;
-	atomic_init(&im->size, info.size_bytes);
-	atomic_init(&im->fast_inflight, 0);
-	atomic_init(&im->quiesce_waiters, 0);
-	exec_queue_init(&im->queue);
+	atomic_store(&im->size, info.size_bytes);
 	return 0;
 }
 
-static void image_destroy(struct image *im)
+void image_init(struct image *im)
+{
+	memset(im, 0, sizeof(*im));
+	pthread_mutex_init(&im->lock, NULL);
+	pthread_mutex_init(&im->quiesce_lock, NULL);
+	pthread_cond_init(&im->quiesced, NULL);
+	im->fd = im->dfd = -1;
+	atomic_init(&im->size, 0);
+	atomic_init(&im->fast_inflight, 0);
+	atomic_init(&im->quiesce_waiters, 0);
+	exec_queue_init(&im->queue);
+}
+
+void image_fini(struct image *im)
 {
 	pthread_cond_destroy(&im->quiesced);
 	pthread_mutex_destroy(&im->quiesce_lock);
@@ -57,14 +64,16 @@ int image_close(struct image *im, const char *what)
 
 	if (rc < 0)
 		log_error("%s: closing failed: %s", what, strerror(-rc));
-	image_destroy(im);
+	im->img = NULL;
+	im->fd = im->dfd = -1;
 	return rc;
 }
 
 void image_abandon(struct image *im)
 {
 	qcow_abandon(im->img);
-	image_destroy(im);
+	im->img = NULL;
+	im->fd = im->dfd = -1;
 }
 
 void image_quiesce(struct image *im)

@@ -28,12 +28,12 @@
 
 struct image {
 	pthread_mutex_t lock;
-	struct qcow_image *img; /* guarded by lock */
+	struct qcow_image *img; /* guarded by lock; NULL while closed */
 	int fd;                 /* buffered descriptor of the file; owned by the volume */
 	int dfd;                /* O_DIRECT descriptor, or -1; owned by img's io context */
-	bool read_only;         /* set at open, then constant */
-	bool has_backing;       /* set at open, then constant */
-	atomic_ullong size;     /* virtual size: written under lock, read anywhere */
+	bool read_only;         /* set at open, constant while open */
+	bool has_backing;       /* set at open, constant while open */
+	atomic_ullong size;     /* virtual size: written under lock, read anywhere; kept at close */
 	/* Ring I/O mapped under lock and not finished yet; see image_quiesce(). */
 	atomic_uint fast_inflight;
 	atomic_uint quiesce_waiters;
@@ -44,6 +44,13 @@ struct image {
 };
 
 /*
+ * Makes IM's locks and queue, with no image open; image_fini() undoes it.
+ * An image is opened and closed any number of times in between.
+ */
+void image_init(struct image *im);
+void image_fini(struct image *im);
+
+/*
  * Opens the image of the file open as FD (PATH names it in messages and
  * resolves relative backing files), read-write, or read-only on SNAPSHOT.
  * FD stays the caller's.  0, or -errno with a one-line reason in ERR.
@@ -51,10 +58,13 @@ struct image {
 int image_open(struct image *im, const char *path, int fd, const char *snapshot,
                uint64_t cache_bytes, char *err, size_t errlen);
 
-/* Flushes, clears the dirty bit and frees; 0 or the first error (logged, naming WHAT). */
+/*
+ * Flushes, clears the dirty bit and closes the image (not the locks); 0 or
+ * the first error (logged, naming WHAT).
+ */
 int image_close(struct image *im, const char *what);
 
-/* Frees without writing anything: for an image whose file is gone. */
+/* Closes without writing anything: for an image whose file is gone. */
 void image_abandon(struct image *im);
 
 /*

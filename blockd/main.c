@@ -7,7 +7,8 @@
  *
  * The main thread only waits for signals: SIGHUP rescans the volumes,
  * SIGTERM and SIGINT stop the workers (they finish what is in flight),
- * then every image is flushed and closed cleanly.
+ * then every image is flushed and closed cleanly.  Once a second it also
+ * has the store close volumes that have been idle a while.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,6 +17,7 @@
 #include <limits.h>
 #include <malloc.h>
 #include <netdb.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -314,8 +316,11 @@ static int listen_unix(const char *path)
 	return fd;
 }
 
-/* Waits for signals until asked to stop; SIGHUP rescans.  -1 if it cannot wait. */
-static int wait_for_stop(struct manager *m)
+/*
+ * Waits for signals until asked to stop; SIGHUP rescans.  Once a second
+ * it lets the store close idle volumes.  -1 if it cannot wait.
+ */
+static int wait_for_stop(struct manager *m, struct store *st)
 {
 	sigset_t set;
 	struct signalfd_siginfo si;
@@ -331,8 +336,17 @@ static int wait_for_stop(struct manager *m)
 		return -1;
 	}
 	for (;;) {
-		ssize_t n = read(sfd, &si, sizeof(si));
+		struct pollfd pfd = {.fd = sfd, .events = POLLIN};
+		int ready = poll(&pfd, 1, 1000);
+		ssize_t n;
 
+		if (ready <= 0) {
+			if (ready < 0 && errno != EINTR)
+				break;
+			store_tick(st);
+			continue;
+		}
+		n = read(sfd, &si, sizeof(si));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n != (ssize_t)sizeof(si))
@@ -442,7 +456,7 @@ int main(int argc, char **argv)
 	}
 	if (status == 0) {
 		log_info("ready: %u worker(s)", started);
-		if (wait_for_stop(m) < 0)
+		if (wait_for_stop(m, d.store) < 0)
 			status = 1;
 	}
 

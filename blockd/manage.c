@@ -84,32 +84,32 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 }
 
 /*
- * Volume NAME with a reference and its open image in *imp (when imp is
- * not NULL): -ENOENT, or -ENXIO when it could not be opened.
+ * Volume NAME with a reference and, when imp is not NULL, its image in
+ * *imp, open until put_volume(): -ENOENT, or -ENXIO when it cannot be
+ * opened.
  */
 static int get_volume(struct manager *m, const char *name, struct volume **out, struct image **imp,
                       char *err, size_t errlen)
 {
+	char why[512];
 	struct volume *vol;
-	struct store_info info;
 
 	if (!blockd_name_valid(name, strlen(name)) || store_get(m->st, name, &vol) < 0)
 		return fail(err, errlen, -ENOENT, "no volume %s", name);
-	if (imp && !volume_image(vol)) {
-		if (store_info(vol, false, &info) == 0) {
-			fail(err, errlen, -ENXIO, "volume %s cannot be opened: %s", name,
-			     info.error);
-			store_info_free(&info);
-		} else {
-			fail(err, errlen, -ENXIO, "volume %s cannot be opened", name);
-		}
+	if (imp && store_use(vol, imp, why, sizeof(why)) < 0) {
 		store_put(vol);
-		return -ENXIO;
+		return fail(err, errlen, -ENXIO, "volume %s cannot be opened: %s", name, why);
 	}
-	if (imp)
-		*imp = volume_image(vol);
 	*out = vol;
 	return 0;
+}
+
+/* Lets go of what get_volume() gave. */
+static void put_volume(struct volume *vol, struct image *im)
+{
+	if (im)
+		store_unuse(vol);
+	store_put(vol);
 }
 
 static void volume_path(struct manager *m, const char *name, char *out, size_t len)
@@ -396,7 +396,7 @@ int manage_delete(struct manager *m, const char *name, char *err, size_t errlen)
 	rc = store_remove(m->st, vol, err, errlen);
 	if (rc < 0)
 		goto out_put;
-	snprintf(base, sizeof(base), "%s", volume_base(vol));
+	volume_base(vol, base, sizeof(base));
 	volume_path(m, name, path, sizeof(path));
 	/* A file already removed by hand is what the caller wants too. */
 	rc = unlink(path) < 0 && errno != ENOENT ? -errno : 0;
@@ -451,7 +451,7 @@ int manage_resize(struct manager *m, const char *name, uint64_t size, char *err,
 		}
 	}
 	pthread_mutex_unlock(&im->lock);
-	store_put(vol);
+	put_volume(vol, im);
 out_unlock:
 	pthread_mutex_unlock(&m->lock);
 	if (rc == 0)
@@ -501,7 +501,7 @@ int manage_snapshot_create(struct manager *m, const char *name, const char *snap
 			store_snapshots_changed(vol);
 	}
 	pthread_mutex_unlock(&im->lock);
-	store_put(vol);
+	put_volume(vol, im);
 out_unlock:
 	pthread_mutex_unlock(&m->lock);
 	if (rc == 0)
@@ -540,7 +540,7 @@ int manage_snapshot_delete(struct manager *m, const char *name, const char *snap
 	}
 	pthread_mutex_unlock(&im->lock);
 out_put:
-	store_put(vol);
+	put_volume(vol, im);
 out_unlock:
 	pthread_mutex_unlock(&m->lock);
 	if (rc == 0)
@@ -587,7 +587,7 @@ int manage_snapshot_restore(struct manager *m, const char *name, const char *sna
 	}
 	pthread_mutex_unlock(&im->lock);
 out_put:
-	store_put(vol);
+	put_volume(vol, im);
 out_unlock:
 	pthread_mutex_unlock(&m->lock);
 	if (rc == 0)

@@ -59,26 +59,35 @@ struct attachment {
 struct volume {
 	struct store *st;
 	char name[STORE_NAME_MAX + 1];
-	char path[PATH_MAX];
+	char *path; /* DIR/volumes/NAME.qcow2 (constant) */
 	atomic_uint refs;
 	atomic_bool gone; /* out of the registry for good: connections are cut */
 	bool file_gone;   /* its file was removed: freeing writes nothing */
-	char *error;      /* NULL when served, else why it is not (constant) */
+	/*
+	 * Written with both main.lock and st->lock held, read under either:
+	 * whether the image is open, and if the last open failed, why.
+	 */
+	bool open;
+	char *error;
+	/* Guarded by main.lock: the file, open and locked while the image is. */
 	int fd;
-	dev_t dev;
-	ino_t ino;
 	struct image main;
-	char backing[PATH_MAX]; /* real path of its backing file, or "" (constant) */
-	char base[PATH_MAX];    /* the same when it is one of DIR/bases, else "" (constant) */
 	/* Guarded by st->lock: */
+	dev_t dev; /* of the file last opened */
+	ino_t ino;
+	char *backing; /* real path of its backing file, or "" */
+	char *base;    /* the same when it is one of DIR/bases, else "" */
 	struct store_snapshot *snaps;
 	uint32_t n_snaps;
 	struct view *views;
 	struct attachment *attachments;
+	unsigned uses;     /* control calls and private readers that need the image open */
+	time_t idle_since; /* CLOCK_MONOTONIC seconds when it was last opened or let go */
+	bool close_queued; /* an idle close is on its queue */
 	struct volume *next;
 	/* Atomics: */
 	struct volume_stats stats;
-	struct exec_job free_job;
+	struct exec_job free_job, close_job;
 };
 
 struct store {
@@ -228,29 +237,73 @@ static void unlink_volume(struct store *st, struct volume *vol)
 	vol->next = NULL;
 }
 
+static time_t mono_sec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+/* Nothing needs VOL's image open (st->lock held): no attachment, no use, no view claimed. */
+static bool idle(const struct volume *vol)
+{
+	if (vol->attachments || vol->uses)
+		return false;
+	for (const struct view *v = vol->views; v; v = v->next)
+		if (v->users)
+			return false;
+	return true;
+}
+
+/*
+ * With main.lock held, VOL open and idle (views unclaimed): closes its
+ * views, its image and its file; with WRITE_BACK false, an image nothing
+ * was written to since it opened, without flushing (opening synced what it
+ * repaired).  0 or the error closing the image gave.
+ */
+static int close_locked(struct volume *vol, bool write_back)
+{
+	struct store *st = vol->st;
+	struct view *views;
+	int rc = 0;
+
+	pthread_mutex_lock(&st->lock);
+	views = vol->views;
+	vol->views = NULL;
+	vol->open = false;
+	pthread_mutex_unlock(&st->lock);
+	while (views) {
+		struct view *v = views;
+
+		views = v->next;
+		if (v->open)
+			image_close(&v->im, vol->name);
+		image_fini(&v->im);
+		free(v);
+	}
+	if (vol->file_gone || !write_back)
+		image_abandon(&vol->main);
+	else
+		rc = image_close(&vol->main, vol->name);
+	close(vol->fd);
+	vol->fd = -1;
+	return rc;
+}
+
 /* Closes everything of VOL and frees it; 0 or the error closing its image gave. */
 static int free_volume(struct volume *vol)
 {
 	int rc = 0;
 
-	while (vol->views) {
-		struct view *v = vol->views;
-
-		vol->views = v->next;
-		if (v->open)
-			image_close(&v->im, vol->name);
-		free(v);
-	}
-	if (!vol->error) {
-		if (vol->file_gone)
-			image_abandon(&vol->main);
-		else if ((rc = image_close(&vol->main, vol->name)) == 0)
-			log_info("volume %s: closed cleanly", vol->name);
-	}
-	if (vol->fd >= 0)
-		close(vol->fd);
+	if (vol->open && (rc = close_locked(vol, true)) == 0 && !vol->file_gone)
+		log_debug("volume %s: closed cleanly", vol->name);
+	image_fini(&vol->main);
 	free_snaps(vol->snaps, vol->n_snaps);
 	free(vol->error);
+	free(vol->backing);
+	free(vol->base);
+	free(vol->path);
 	free(vol);
 	return rc;
 }
@@ -321,57 +374,68 @@ struct volume_stats *volume_stats(struct volume *vol)
 	return &vol->stats;
 }
 
-struct image *volume_image(struct volume *vol)
+void volume_base(struct volume *vol, char *out, size_t len)
 {
-	return vol->error ? NULL : &vol->main;
+	pthread_mutex_lock(&vol->st->lock);
+	snprintf(out, len, "%s", vol->base ? vol->base : "");
+	pthread_mutex_unlock(&vol->st->lock);
 }
 
-const char *volume_base(const struct volume *vol)
+/* The real path of IMG's backing file into *backing, and into *base if it is one of DIR/bases. */
+static int find_backing(const struct store *st, struct qcow_image *img, char **backing, char **base)
 {
-	return vol->base;
-}
-
-/* The real path of VOL's backing file, and whether it is one of DIR/bases. */
-static void find_backing(const struct store *st, struct volume *vol)
-{
-	char bases[PATH_MAX], *slash;
+	char bases[PATH_MAX], real[PATH_MAX], *slash;
 	struct qcow_info *info = malloc(sizeof(*info));
 
 	if (!info)
-		return;
-	qcow_get_info(vol->main.img, info);
-	if (info->backing_path[0] && !realpath(info->backing_path, vol->backing))
-		snprintf(vol->backing, sizeof(vol->backing), "%s", info->backing_path);
+		return -ENOMEM;
+	qcow_get_info(img, info);
+	if (info->backing_path[0] && !realpath(info->backing_path, real))
+		snprintf(real, sizeof(real), "%s", info->backing_path);
+	else if (!info->backing_path[0])
+		real[0] = '\0';
 	free(info);
-	slash = strrchr(vol->backing, '/');
-	if (slash && realpath(st->bases_dir, bases) &&
-	    (size_t)(slash - vol->backing) == strlen(bases) &&
-	    strncmp(vol->backing, bases, strlen(bases)) == 0)
-		snprintf(vol->base, sizeof(vol->base), "%s", vol->backing);
+	slash = strrchr(real, '/');
+	*backing = strdup(real);
+	*base = strdup(slash && realpath(st->bases_dir, bases) &&
+	                       (size_t)(slash - real) == strlen(bases) &&
+	                       strncmp(real, bases, strlen(bases)) == 0
+	                   ? real
+	                   : "");
+	if (!*backing || !*base) {
+		free(*backing);
+		free(*base);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Records (or with ERR NULL, clears) why VOL's last open failed; main.lock held. */
+static void set_error(struct volume *vol, const char *err)
+{
+	char *copy = err ? strdup(err) : NULL, *old;
+
+	pthread_mutex_lock(&vol->st->lock);
+	old = vol->error;
+	vol->error = err && !copy ? strdup("out of memory") : copy;
+	pthread_mutex_unlock(&vol->st->lock);
+	free(old);
 }
 
 /*
- * Opens (and repairs, if its dirty bit says so) volume NAME, not linked.
- * On failure to open the image, *out is still a volume, in error.
+ * With main.lock held and VOL closed: opens its file and image (repairing
+ * what the dirty bit says), reads its snapshot list and backing file and
+ * publishes them.  0, or -errno with the reason in ERR and in vol->error.
  */
-static int open_volume(struct store *st, const char *name, struct volume **out, char *err,
-                       size_t errlen)
+static int open_locked(struct volume *vol, char *err, size_t errlen)
 {
-	struct volume *vol = calloc(1, sizeof(*vol));
+	struct store *st = vol->st;
+	struct store_snapshot *snaps = NULL, *old_snaps;
+	char *backing = NULL, *base = NULL;
+	uint32_t n_snaps = 0, n_old;
 	struct stat sb;
 	int rc;
 
-	if (!vol)
-		return -ENOMEM;
-	vol->st = st;
-	vol->fd = -1;
-	atomic_init(&vol->refs, 1);
-	snprintf(vol->name, sizeof(vol->name), "%s", name);
-	if ((size_t)snprintf(vol->path, sizeof(vol->path), "%s/%s.qcow2", st->volumes_dir, name) >=
-	    sizeof(vol->path)) {
-		free(vol);
-		return -ENAMETOOLONG;
-	}
 	vol->fd = open(vol->path, O_RDWR | O_CLOEXEC);
 	if (vol->fd < 0) {
 		rc = -errno;
@@ -383,8 +447,6 @@ static int open_volume(struct store *st, const char *name, struct volume **out, 
 		snprintf(err, errlen, "cannot stat %s: %s", vol->path, strerror(errno));
 		goto out_error;
 	}
-	vol->dev = sb.st_dev;
-	vol->ino = sb.st_ino;
 	/*
 	 * At start, a volume a killed daemon's ring still holds is waited for:
 	 * its locks go with the ring, within milliseconds.
@@ -400,30 +462,142 @@ static int open_volume(struct store *st, const char *name, struct volume **out, 
 	rc = image_open(&vol->main, vol->path, vol->fd, NULL, st->cache_bytes, err, errlen);
 	if (rc < 0)
 		goto out_error;
-	rc = read_snaps(vol->main.img, &vol->snaps, &vol->n_snaps);
+	rc = read_snaps(vol->main.img, &snaps, &n_snaps);
+	if (rc == 0)
+		rc = find_backing(st, vol->main.img, &backing, &base);
 	if (rc < 0) {
 		image_close(&vol->main, vol->name);
+		free_snaps(snaps, n_snaps);
 		snprintf(err, errlen, "out of memory");
 		goto out_error;
 	}
-	find_backing(st, vol);
-	log_info("volume %s: %llu bytes, %u snapshot(s)", name,
-	         (unsigned long long)atomic_load(&vol->main.size), vol->n_snaps);
-	*out = vol;
+	set_error(vol, NULL);
+	pthread_mutex_lock(&st->lock);
+	old_snaps = vol->snaps;
+	n_old = vol->n_snaps;
+	vol->snaps = snaps;
+	vol->n_snaps = n_snaps;
+	free(vol->backing);
+	free(vol->base);
+	vol->backing = backing;
+	vol->base = base;
+	vol->dev = sb.st_dev;
+	vol->ino = sb.st_ino;
+	vol->open = true;
+	vol->idle_since = mono_sec();
+	pthread_mutex_unlock(&st->lock);
+	free_snaps(old_snaps, n_old);
 	return 0;
 
 out_error:
 	if (vol->fd >= 0)
 		close(vol->fd);
 	vol->fd = -1;
-	vol->error = strdup(err);
-	if (!vol->error) {
+	set_error(vol, err);
+	return rc;
+}
+
+/*
+ * A volume for NAME, opened (and repaired, if its dirty bit says so) to
+ * read what the API shows of it, then closed again: it opens on first use.
+ * When it cannot be opened, *out is still a volume, in error.
+ */
+static int open_volume(struct store *st, const char *name, struct volume **out, char *err,
+                       size_t errlen)
+{
+	struct volume *vol = calloc(1, sizeof(*vol));
+	int rc;
+
+	if (!vol || asprintf(&vol->path, "%s/%s.qcow2", st->volumes_dir, name) < 0) {
 		free(vol);
 		return -ENOMEM;
 	}
-	log_error("volume %s: not served: %s", name, err);
+	vol->st = st;
+	vol->fd = -1;
+	atomic_init(&vol->refs, 1);
+	snprintf(vol->name, sizeof(vol->name), "%s", name);
+	image_init(&vol->main);
+	pthread_mutex_lock(&vol->main.lock);
+	rc = open_locked(vol, err, errlen);
+	if (rc == 0) {
+		log_info("volume %s: %llu bytes, %u snapshot(s)", name,
+		         (unsigned long long)atomic_load(&vol->main.size), vol->n_snaps);
+		close_locked(vol,
+		             false); /* only read: a flush would cost a disk cache flush each */
+	} else if (!vol->error) {
+		pthread_mutex_unlock(&vol->main.lock);
+		free_volume(vol);
+		return -ENOMEM;
+	} else {
+		log_error("volume %s: not served: %s", name, err);
+	}
+	pthread_mutex_unlock(&vol->main.lock);
 	*out = vol;
 	return rc;
+}
+
+int store_use(struct volume *vol, struct image **im, char *err, size_t errlen)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&vol->main.lock);
+	if (!vol->open) {
+		rc = open_locked(vol, err, errlen);
+		if (rc < 0)
+			log_error("volume %s: cannot open: %s", vol->name, err);
+	}
+	if (rc == 0) {
+		pthread_mutex_lock(&vol->st->lock);
+		vol->uses++;
+		pthread_mutex_unlock(&vol->st->lock);
+		*im = &vol->main;
+	}
+	pthread_mutex_unlock(&vol->main.lock);
+	return rc;
+}
+
+void store_unuse(struct volume *vol)
+{
+	pthread_mutex_lock(&vol->st->lock);
+	if (--vol->uses == 0)
+		vol->idle_since = mono_sec();
+	pthread_mutex_unlock(&vol->st->lock);
+}
+
+/* On the volume's queue: closes it if it is still idle. */
+static void close_idle_job(struct exec_job *job)
+{
+	struct volume *vol = (struct volume *)((char *)job - offsetof(struct volume, close_job));
+	struct store *st = vol->st;
+	bool go;
+
+	pthread_mutex_lock(&vol->main.lock);
+	pthread_mutex_lock(&st->lock);
+	go = vol->open && idle(vol);
+	pthread_mutex_unlock(&st->lock);
+	if (go && close_locked(vol, true) == 0)
+		log_debug("volume %s: idle, closed", vol->name);
+	pthread_mutex_unlock(&vol->main.lock);
+	pthread_mutex_lock(&st->lock);
+	vol->close_queued = false;
+	pthread_mutex_unlock(&st->lock);
+	store_put(vol);
+}
+
+void store_tick(struct store *st)
+{
+	time_t now = mono_sec();
+
+	pthread_mutex_lock(&st->lock);
+	for (struct volume *v = st->volumes; v; v = v->next)
+		if (v->open && !v->close_queued && idle(v) &&
+		    now - v->idle_since >= VOLUME_IDLE_CLOSE_SEC) {
+			v->close_queued = true;
+			get_ref(v);
+			v->close_job = (struct exec_job){.run = close_idle_job};
+			exec_submit(st->exec, &v->main.queue, &v->close_job);
+		}
+	pthread_mutex_unlock(&st->lock);
 }
 
 int store_adopt(struct store *st, const char *name, char *err, size_t errlen)
@@ -499,12 +673,29 @@ void store_removed(struct volume *vol)
 	store_put(vol); /* the registry's reference */
 }
 
-/* The file that VOL names is no longer the one it has open. */
-static bool file_replaced(const struct volume *vol)
+/* Whether VOL's last open failed. */
+static bool in_error(struct volume *vol)
+{
+	bool e;
+
+	pthread_mutex_lock(&vol->st->lock);
+	e = vol->error != NULL;
+	pthread_mutex_unlock(&vol->st->lock);
+	return e;
+}
+
+/* The file that VOL names is no longer the one it opened last. */
+static bool file_replaced(struct volume *vol)
 {
 	struct stat sb;
+	bool same;
 
-	return stat(vol->path, &sb) < 0 || sb.st_dev != vol->dev || sb.st_ino != vol->ino;
+	if (stat(vol->path, &sb) < 0)
+		return true;
+	pthread_mutex_lock(&vol->st->lock);
+	same = sb.st_dev == vol->dev && sb.st_ino == vol->ino;
+	pthread_mutex_unlock(&vol->st->lock);
+	return !same;
 }
 
 /*
@@ -536,7 +727,7 @@ static void drop_vanished(struct store *st)
 	for (size_t i = 0; i < n; i++) {
 		struct volume *vol = all[i];
 
-		if (vol->error || !file_replaced(vol)) {
+		if (in_error(vol) || !file_replaced(vol)) {
 			store_put(vol);
 			continue;
 		}
@@ -564,7 +755,7 @@ static void drop_missing_errors(struct store *st)
 	for (size_t i = 0; i < n; i++) {
 		struct volume *vol = all[i];
 
-		if (vol->error && stat(vol->path, &sb) < 0 && errno == ENOENT) {
+		if (in_error(vol) && stat(vol->path, &sb) < 0 && errno == ENOENT) {
 			if (unlist(st, vol)) {
 				log_info("volume %s: its file is gone; no longer listed",
 				         vol->name);
@@ -765,6 +956,7 @@ static struct view *claim_view(struct volume *vol, const char *snap, size_t len)
 		if (!v)
 			return NULL;
 		memcpy(v->name, snap, len);
+		image_init(&v->im);
 		v->next = vol->views;
 		vol->views = v;
 	}
@@ -782,6 +974,7 @@ static void unclaim_view(struct volume *vol, struct view *v)
 	while (*pp != v)
 		pp = &(*pp)->next;
 	*pp = v->next;
+	image_fini(&v->im);
 	free(v);
 }
 
@@ -805,7 +998,8 @@ static void open_view_job(struct exec_job *job)
 		/*
 		 * Straight into the view: nobody looks at v->im before v->open, and
 		 * only this queue opens it.  The snapshot table is read under the
-		 * volume's lock, so no snapshot change happens midway.
+		 * volume's lock, so no snapshot change happens midway.  The claim
+		 * keeps the volume open (it was when the lookup claimed it).
 		 */
 		pthread_mutex_lock(&vol->main.lock);
 		rc = image_open(&v->im, vol->path, vol->fd, w->snapshot, st->cache_bytes, err,
@@ -821,6 +1015,25 @@ static void open_view_job(struct exec_job *job)
 	unclaim_view(vol, v);
 	pthread_mutex_unlock(&st->lock);
 	w->rc = rc == -ENOENT ? -ENOENT : rc < 0 ? -EIO : 0;
+}
+
+/* On the volume's pool queue: opens the volume a lookup waits for. */
+static void open_volume_job(struct exec_job *job)
+{
+	struct store_wait *w =
+	    (struct store_wait *)((char *)job - offsetof(struct store_wait, job));
+	struct volume *vol = w->vol;
+	char err[512];
+	int rc = 0;
+
+	pthread_mutex_lock(&vol->main.lock);
+	if (!vol->open) {
+		rc = open_locked(vol, err, sizeof(err));
+		if (rc < 0)
+			log_error("volume %s: cannot open: %s", vol->name, err);
+	}
+	pthread_mutex_unlock(&vol->main.lock);
+	w->rc = rc < 0 ? -EIO : 0;
 }
 
 static void open_view_done(struct exec_job *job)
@@ -842,9 +1055,9 @@ int store_wait_end(struct store_wait *w)
 
 /*
  * Finds TARGET with st->lock held: its volume, and its view (NULL for the
- * volume itself); fills *out.  A snapshot whose view is not open gives
- * -EAGAIN with *viewp NULL; a volume another holder writes -EPERM, with
- * that holder in WRITER.
+ * volume itself); fills *out.  A volume that is not open, or a snapshot
+ * whose view is not, gives -EAGAIN with *viewp NULL; a volume another
+ * holder writes -EPERM, with that holder in WRITER.
  */
 static int find_target(struct store *st, const struct store_target *t, const char *holder,
                        struct store_target_info *out, struct volume **volp, struct view **viewp,
@@ -862,8 +1075,8 @@ static int find_target(struct store *st, const struct store_target *t, const cha
 		return -ENOENT;
 	*volp = vol;
 	*viewp = NULL;
-	if (vol->error)
-		return -EIO;
+	if (!vol->open)
+		return -EAGAIN;
 	switch (t->access) {
 	case STORE_SNAPSHOT:
 		if (!has_snapshot(vol, t->snapshot, t->snapshot_len))
@@ -899,6 +1112,31 @@ static void log_refused(const struct store_target *t, const char *holder, const 
 	         t->volume, holder, writer);
 }
 
+/*
+ * TARGET of VOL is not open (st->lock held): opens the volume, or the
+ * snapshot's view, on the volume's queue; W hears when.  -EINPROGRESS.
+ */
+static int start_open(struct store *st, struct volume *vol, const struct store_target *t,
+                      struct store_wait *w)
+{
+	void (*run)(struct exec_job *) = open_volume_job;
+
+	/* The claim keeps the snapshot (and the volume open) meanwhile. */
+	if (vol->open) {
+		if (!claim_view(vol, t->snapshot, t->snapshot_len))
+			return -ENOMEM;
+		run = open_view_job;
+	}
+	get_ref(vol);
+	w->vol = vol;
+	memcpy(w->snapshot, t->snapshot, t->snapshot_len);
+	w->snapshot[t->snapshot_len] = '\0';
+	w->rc = 0;
+	w->job = (struct exec_job){.run = run, .done = open_view_done};
+	exec_submit(st->exec, &vol->main.queue, &w->job);
+	return -EINPROGRESS;
+}
+
 int store_lookup(struct store *st, const struct store_target *t, const char *holder,
                  struct store_target_info *out, struct store_wait *w)
 {
@@ -909,21 +1147,8 @@ int store_lookup(struct store *st, const struct store_target *t, const char *hol
 
 	pthread_mutex_lock(&st->lock);
 	rc = find_target(st, t, holder, out, &vol, &v, writer);
-	if (rc == -EAGAIN) {
-		/* Open the view on the volume's queue; the claim keeps the snapshot meanwhile. */
-		if (!claim_view(vol, t->snapshot, t->snapshot_len)) {
-			rc = -ENOMEM;
-		} else {
-			get_ref(vol);
-			w->vol = vol;
-			memcpy(w->snapshot, t->snapshot, t->snapshot_len);
-			w->snapshot[t->snapshot_len] = '\0';
-			w->rc = 0;
-			w->job = (struct exec_job){.run = open_view_job, .done = open_view_done};
-			exec_submit(st->exec, &vol->main.queue, &w->job);
-			rc = -EINPROGRESS;
-		}
-	}
+	if (rc == -EAGAIN)
+		rc = start_open(st, vol, t, w);
 	pthread_mutex_unlock(&st->lock);
 	if (rc == -EPERM)
 		log_refused(t, holder, writer);
@@ -931,7 +1156,7 @@ int store_lookup(struct store *st, const struct store_target *t, const char *hol
 }
 
 int store_attach(struct store *st, const struct store_target *t, const char *holder,
-                 struct store_target_info *out, struct attachment **att)
+                 struct store_target_info *out, struct attachment **att, struct store_wait *w)
 {
 	char writer[STORE_HOLDER_MAX];
 	struct attachment *a;
@@ -943,7 +1168,7 @@ int store_attach(struct store *st, const struct store_target *t, const char *hol
 	pthread_mutex_lock(&st->lock);
 	rc = find_target(st, t, holder, out, &vol, &v, writer);
 	if (rc == -EAGAIN)
-		rc = -ENOENT;
+		rc = vol->open ? -ENOENT : start_open(st, vol, t, w);
 	if (rc < 0)
 		goto out;
 	for (a = vol->attachments; a; a = a->next)
@@ -996,6 +1221,8 @@ void store_detach(struct attachment *att)
 		*pp = att->next;
 		if (att->view)
 			unclaim_view(vol, att->view);
+		if (idle(vol))
+			vol->idle_since = mono_sec();
 	}
 	pthread_mutex_unlock(&st->lock);
 	if (!last)
@@ -1087,7 +1314,9 @@ int store_release_view(struct volume *vol, const char *snap, char *who, size_t w
 	}
 	pthread_mutex_unlock(&st->lock);
 	if (v) {
-		image_close(&v->im, vol->name);
+		if (v->open)
+			image_close(&v->im, vol->name);
+		image_fini(&v->im);
 		free(v);
 	}
 	return 0;
@@ -1098,23 +1327,30 @@ int store_snapshot_open(struct volume *vol, const char *snap, uint64_t cache_byt
 {
 	struct store *st = vol->st;
 	struct view *v = NULL;
-	int rc;
+	struct image *im;
+	int rc = store_use(vol, &im, err, errlen);
 
+	if (rc < 0)
+		return rc;
 	pthread_mutex_lock(&st->lock);
-	if (has_snapshot(vol, snap, strlen(snap)) && !vol->error)
+	if (has_snapshot(vol, snap, strlen(snap)))
 		v = claim_view(vol, snap, strlen(snap));
 	pthread_mutex_unlock(&st->lock);
 	if (!v) {
+		store_unuse(vol);
 		snprintf(err, errlen, "volume %s has no snapshot %s", vol->name, snap);
 		return -ENOENT;
 	}
-	pthread_mutex_lock(&vol->main.lock);
+	image_init(out);
+	pthread_mutex_lock(&im->lock);
 	rc = image_open(out, vol->path, vol->fd, snap, cache_bytes, err, errlen);
-	pthread_mutex_unlock(&vol->main.lock);
+	pthread_mutex_unlock(&im->lock);
 	if (rc < 0) {
+		image_fini(out);
 		pthread_mutex_lock(&st->lock);
 		unclaim_view(vol, v);
 		pthread_mutex_unlock(&st->lock);
+		store_unuse(vol);
 	}
 	return rc;
 }
@@ -1125,10 +1361,12 @@ void store_snapshot_close(struct volume *vol, const char *snap, struct image *im
 	struct view *v;
 
 	image_close(im, vol->name);
+	image_fini(im);
 	pthread_mutex_lock(&st->lock);
 	v = find_view(vol, snap, strlen(snap));
 	unclaim_view(vol, v);
 	pthread_mutex_unlock(&st->lock);
+	store_unuse(vol);
 }
 
 bool store_base_used(struct store *st, const char *base)
@@ -1137,7 +1375,7 @@ bool store_base_used(struct store *st, const char *base)
 
 	pthread_mutex_lock(&st->lock);
 	for (struct volume *v = st->volumes; v && !used; v = v->next)
-		used = strcmp(v->base, base) == 0;
+		used = v->base && strcmp(v->base, base) == 0;
 	pthread_mutex_unlock(&st->lock);
 	return used;
 }
@@ -1163,22 +1401,19 @@ int store_info(struct volume *vol, bool with_snapshots, struct store_info *out)
 
 	memset(out, 0, sizeof(*out));
 	snprintf(out->name, sizeof(out->name), "%s", vol->name);
-	if (vol->error) {
-		snprintf(out->error_text, sizeof(out->error_text), "%s", vol->error);
-		out->error = out->error_text;
-	}
-	if (!vol->error) {
-		out->size = atomic_load(&vol->main.size);
-		if (fstat(vol->fd, &sb) == 0) {
-			out->allocated = (uint64_t)sb.st_blocks * 512;
-			out->modified = sb.st_mtime;
-		}
-		snprintf(out->backing, sizeof(out->backing), "%s", vol->backing);
-	} else if (stat(vol->path, &sb) == 0) {
+	if (stat(vol->path, &sb) == 0) {
 		out->allocated = (uint64_t)sb.st_blocks * 512;
 		out->modified = sb.st_mtime;
 	}
 	pthread_mutex_lock(&st->lock);
+	if (vol->error) {
+		snprintf(out->error_text, sizeof(out->error_text), "%s", vol->error);
+		out->error = out->error_text;
+	} else {
+		out->size = atomic_load(&vol->main.size);
+		snprintf(out->backing, sizeof(out->backing), "%s",
+		         vol->backing ? vol->backing : "");
+	}
 	for (struct attachment *a = vol->attachments; a; a = a->next)
 		n++;
 	out->holders = calloc(n ? n : 1, sizeof(*out->holders));

@@ -5,10 +5,14 @@
  * and which lock guards which field, is written down in CONCURRENCY.md.
  *
  * Every DIR/volumes/NAME.qcow2 with a valid NAME is a volume.  It is opened
- * read-write at start or when it appears (repairing what its dirty bit
- * says) and stays open, locked against other processes, until shutdown; one
- * that cannot be opened is listed with the reason and served once it can
- * be.  A volume is reached three ways: read-write, the live volume
+ * at start or when it appears (repairing what its dirty bit says), read
+ * for what the API shows, and closed again.  It is open (its file locked
+ * against other processes) only while something uses it: a client, a
+ * control call, a snapshot being read; the first lookup opens it on the
+ * pool, and VOLUME_IDLE_CLOSE_SEC after the last user has gone it is
+ * closed cleanly, so idle volumes hold no descriptor and no cache.  One
+ * whose last open failed is listed with the reason; every lookup or
+ * call that needs it tries again.  A volume is reached three ways: read-write, the live volume
  * read-only (claiming nothing), or one of its internal snapshots read-only,
  * through a view opened on first use.  A volume has at most one writing
  * holder at a time: attachments of the holder that writes it share it,
@@ -71,6 +75,9 @@ int store_open(const struct store_config *cfg, struct store **out);
 /* Closes every volume cleanly (flush, dirty bit cleared); 0 or the first error. */
 int store_close(struct store *st);
 
+/* Once a second, any thread: queues the close of volumes idle long enough. */
+void store_tick(struct store *st);
+
 /* ------------------------------------------------------------------------
  * The event loops: none of these waits for I/O or for a lock held across I/O.
  */
@@ -124,13 +131,14 @@ int store_wait_end(struct store_wait *w);
 
 /*
  * Looks TARGET up and attaches to it in one step; a writable target claims
- * the volume for HOLDER.  Errors as store_lookup(), but a snapshot view
- * that is not open is -ENOENT (it was just opened by the lookup; if it is
- * gone, so is the snapshot).  Every attach is paired with a detach; while
+ * the volume for HOLDER.  Errors as store_lookup(), with -EINPROGRESS and
+ * W when the volume was closed again meanwhile; but a snapshot view that
+ * is not open is -ENOENT (it was just opened by the lookup; if it is gone,
+ * so is the snapshot).  Every attach is paired with a detach; while
  * attached, the volume and the image stay.
  */
 int store_attach(struct store *st, const struct store_target *target, const char *holder,
-                 struct store_target_info *out, struct attachment **att);
+                 struct store_target_info *out, struct attachment **att, struct store_wait *w);
 void store_detach(struct attachment *att);
 struct image *attachment_image(const struct attachment *att);
 struct volume_stats *attachment_stats(const struct attachment *att);
@@ -162,10 +170,14 @@ int store_get_all(struct store *st, struct volume ***out, size_t *n);
 
 const char *volume_name(const struct volume *vol);
 struct volume_stats *volume_stats(struct volume *vol);
-/* The volume's open image, or NULL when it could not be opened. */
-struct image *volume_image(struct volume *vol);
+/*
+ * The volume's image, opened if it is not (blocking: the disk, the image
+ * lock), and kept open until store_unuse().  0, or -errno with ERR.
+ */
+int store_use(struct volume *vol, struct image **im, char *err, size_t errlen);
+void store_unuse(struct volume *vol);
 /* The real path of the volume's backing file when it is one of DIR/bases, else "". */
-const char *volume_base(const struct volume *vol);
+void volume_base(struct volume *vol, char *out, size_t len);
 
 struct store_snapshot {
 	char *name, *id;

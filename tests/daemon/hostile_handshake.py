@@ -408,7 +408,9 @@ for i, s in enumerate(conns):
         disc(s)
     else:
         s.close()
-deadline = time.time() + 10
+# The volume stays open for a while after its last client (blockd's
+# VOLUME_IDLE_CLOSE_SEC, 10 s), then lets go of its descriptors too.
+deadline = time.time() + 25
 while time.time() < deadline and fd_count() > base_fds + 2:
     time.sleep(0.1)
 if fd_count() > base_fds + 2:
