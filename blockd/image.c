@@ -8,14 +8,17 @@
 #include "log.h"
 
 int image_open(struct image *im, const char *path, int fd, const char *snapshot,
-               uint64_t cache_bytes, char *err, size_t errlen)
+               uint64_t cache_bytes, const char *const *backing_dirs, char *err, size_t errlen)
 {
+	struct qcow_check_result repaired;
 	struct qcow_open_opts opts = {
 	    .path = path,
 	    .ops = &fileio_ops,
-	    .flags = snapshot ? 0 : QCOW_OPEN_RDWR,
+	    .flags = (snapshot ? 0 : QCOW_OPEN_RDWR) | QCOW_OPEN_NO_PROBE,
 	    .l2_cache_bytes = cache_bytes,
 	    .snapshot = snapshot,
+	    .backing_dirs = backing_dirs,
+	    .repaired = &repaired,
 	};
 	struct qcow_info info;
 	int rc;
@@ -30,6 +33,11 @@ int image_open(struct image *im, const char *path, int fd, const char *snapshot,
 		fileio_ops.close(opts.ctx);
 		return rc;
 	}
+	if (repaired.rebuilt)
+		log_warn("%s: not closed cleanly (dirty bit set): repaired at open: %llu leaked "
+		         "cluster(s) freed, %llu corruption(s) fixed, refcounts rebuilt",
+		         path, (unsigned long long)repaired.leaks,
+		         (unsigned long long)repaired.corruptions);
 	qcow_get_info(im->img, &info);
 	im->fd = fd;
 	im->read_only = snapshot != NULL;

@@ -53,10 +53,13 @@ void image_fini(struct image *im);
 /*
  * Opens the image of the file open as FD (PATH names it in messages and
  * resolves relative backing files), read-write, or read-only on SNAPSHOT.
- * FD stays the caller's.  0, or -errno with a one-line reason in ERR.
+ * Every backing file must record its format and resolve inside one of
+ * BACKING_DIRS (NULL-terminated; qcow_open_opts.backing_dirs).  A repair
+ * of a dirty image is logged with what it fixed.  FD stays the caller's.
+ * 0, or -errno with a one-line reason in ERR.
  */
 int image_open(struct image *im, const char *path, int fd, const char *snapshot,
-               uint64_t cache_bytes, char *err, size_t errlen);
+               uint64_t cache_bytes, const char *const *backing_dirs, char *err, size_t errlen);
 
 /*
  * Flushes, clears the dirty bit and closes the image (not the locks); 0 or

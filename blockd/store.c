@@ -95,6 +95,7 @@ struct store {
 	char data_dir[PATH_MAX];
 	char volumes_dir[PATH_MAX];
 	char bases_dir[PATH_MAX];
+	const char *backing_dirs[3]; /* bases_dir, volumes_dir: where backing files may be */
 	uint64_t cache_bytes;
 	struct exec *exec;
 	struct exec_queue free_queue;
@@ -436,15 +437,23 @@ static int open_locked(struct volume *vol, char *err, size_t errlen)
 	struct stat sb;
 	int rc;
 
-	vol->fd = open(vol->path, O_RDWR | O_CLOEXEC);
+	/* A link could make any file a volume: volumes are regular files, not followed. */
+	vol->fd = open(vol->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 	if (vol->fd < 0) {
 		rc = -errno;
-		snprintf(err, errlen, "cannot open %s: %s", vol->path, strerror(errno));
+		snprintf(err, errlen, "cannot open %s: %s", vol->path,
+		         errno == ELOOP ? "a symbolic link; a volume must be a regular file"
+		                        : strerror(errno));
 		goto out_error;
 	}
 	if (fstat(vol->fd, &sb) < 0) {
 		rc = -errno;
 		snprintf(err, errlen, "cannot stat %s: %s", vol->path, strerror(errno));
+		goto out_error;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		rc = -EINVAL;
+		snprintf(err, errlen, "%s is not a regular file", vol->path);
 		goto out_error;
 	}
 	/*
@@ -459,7 +468,8 @@ static int open_locked(struct volume *vol, char *err, size_t errlen)
 		snprintf(err, errlen, "%s is in use by another process", vol->path);
 		goto out_error;
 	}
-	rc = image_open(&vol->main, vol->path, vol->fd, NULL, st->cache_bytes, err, errlen);
+	rc = image_open(&vol->main, vol->path, vol->fd, NULL, st->cache_bytes, st->backing_dirs,
+	                err, errlen);
 	if (rc < 0)
 		goto out_error;
 	rc = read_snaps(vol->main.img, &snaps, &n_snaps);
@@ -855,6 +865,8 @@ int store_open(const struct store_config *cfg, struct store **out)
 		rc = -ENAMETOOLONG;
 		goto out_free;
 	}
+	st->backing_dirs[0] = st->bases_dir;
+	st->backing_dirs[1] = st->volumes_dir;
 	if (mkdir(st->bases_dir, 0700) < 0 && errno != EEXIST) {
 		rc = -errno;
 		log_error("cannot create %s: %s", st->bases_dir, strerror(errno));
@@ -1002,8 +1014,8 @@ static void open_view_job(struct exec_job *job)
 		 * keeps the volume open (it was when the lookup claimed it).
 		 */
 		pthread_mutex_lock(&vol->main.lock);
-		rc = image_open(&v->im, vol->path, vol->fd, w->snapshot, st->cache_bytes, err,
-		                sizeof(err));
+		rc = image_open(&v->im, vol->path, vol->fd, w->snapshot, st->cache_bytes,
+		                st->backing_dirs, err, sizeof(err));
 		pthread_mutex_unlock(&vol->main.lock);
 		if (rc < 0)
 			log_error("volume %s: cannot open snapshot %s: %s", vol->name, w->snapshot,
@@ -1343,7 +1355,7 @@ int store_snapshot_open(struct volume *vol, const char *snap, uint64_t cache_byt
 	}
 	image_init(out);
 	pthread_mutex_lock(&im->lock);
-	rc = image_open(out, vol->path, vol->fd, snap, cache_bytes, err, errlen);
+	rc = image_open(out, vol->path, vol->fd, snap, cache_bytes, st->backing_dirs, err, errlen);
 	pthread_mutex_unlock(&im->lock);
 	if (rc < 0) {
 		image_fini(out);

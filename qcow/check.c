@@ -371,6 +371,26 @@ static int check_once(struct qcow_image *img, struct qcow_check_result *res, boo
 	return err;
 }
 
+/*
+ * The repair a writable open makes of an image whose dirty bit is set:
+ * rebuilt refcounts and COPIED flags.  A check first, changing nothing,
+ * says what the rebuild fixes (into found, for the caller's log): one more
+ * walk of the metadata, paid only after a crash.
+ */
+int repair_dirty(struct qcow_image *img, struct qcow_check_result *found)
+{
+	bool incomplete;
+	int err;
+
+	err = check_once(img, found, false, &incomplete);
+	if (err == 0)
+		err = rebuild_refcounts(img);
+	if (err == 0)
+		err = fix_copied(img);
+	found->rebuilt = 1;
+	return err;
+}
+
 /* Fixes what check found: leaks in place, anything else by a rebuild. */
 static int repair(struct qcow_image *img, unsigned how, const struct qcow_check_result *found,
                   bool *rebuilt)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -84,15 +85,114 @@ static bool in_chain(const struct chain_seen *seen, const char *path)
 	return false;
 }
 
+/*
+ * The format of img's backing file as recorded: raw or qcow2 (*raw), or
+ * none, when *probe says to read it from the file's first bytes unless
+ * opts forbids guessing.  0, or -ENOTSUP / -EPERM with the reason in err.
+ */
+static int backing_format(const struct qcow_image *img, const struct qcow_open_opts *opts,
+                          bool *raw, bool *probe, char *err, size_t errlen)
+{
+	*raw = !strcmp(img->backing_format, "raw");
+	*probe = !img->backing_format[0];
+	if (!*raw && !*probe && strcmp(img->backing_format, "qcow2")) {
+		set_err(err, errlen, "%s: unsupported backing file format '%s'", img->path,
+		        img->backing_format);
+		return -ENOTSUP;
+	}
+	if (*probe && (opts->flags & QCOW_OPEN_NO_PROBE)) {
+		set_err(err, errlen,
+		        "%s: the format of backing file %s is not recorded, and guessing it is "
+		        "unsafe; record it: qemu-img rebase -u -F qcow2 (or raw) -b %s %s",
+		        img->path, img->backing_name, img->backing_name, img->path);
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* True if REAL (a resolved path) lies inside one of DIRS, resolved too. */
+static bool path_inside(const char *real, const char *const *dirs)
+{
+	for (int i = 0; dirs[i]; i++) {
+		char *dir = realpath(dirs[i], NULL);
+		size_t n = dir ? strlen(dir) : 0;
+		bool inside =
+		    dir && !strncmp(real, dir, n) && (real[n] == '/' || dir[n - 1] == '/');
+
+		free(dir);
+		if (inside)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Opens img's backing file for reading, confined to dirs (see
+ * qcow_open_opts.backing_dirs): its real path must lie inside one of them
+ * and is then opened with O_NOFOLLOW, so a link swapped in after the check
+ * is refused rather than followed.  O_NONBLOCK keeps a FIFO from hanging
+ * the open (it is cleared after); anything but a regular file is refused.
+ * The folders must be writable only by whoever runs us: a parent folder
+ * renamed between the check and the open could still move the file.
+ */
+static int open_confined(const struct qcow_image *img, const char *const *dirs, void **ctx,
+                         char *err, size_t errlen)
+{
+	char *real = realpath(img->backing_path, NULL), allowed[512] = "";
+	struct stat st;
+	size_t used = 0;
+	int fd, e;
+
+	if (!real) {
+		e = -errno;
+		set_err(err, errlen, "%s: cannot open backing file %s: %s", img->path,
+		        img->backing_path, strerror(-e));
+		return e;
+	}
+	if (!path_inside(real, dirs)) {
+		for (int i = 0; dirs[i] && used < sizeof(allowed); i++)
+			used += (size_t)snprintf(allowed + used, sizeof(allowed) - used, "%s%s",
+			                         i ? ", " : "", dirs[i]);
+		set_err(err, errlen, "%s: backing file %s is %s, outside %s: refused", img->path,
+		        img->backing_name, real, allowed);
+		free(real);
+		return -EPERM;
+	}
+	fd = open(real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	e = fd < 0 ? -errno : 0;
+	if (e == 0 && fstat(fd, &st) < 0)
+		e = -errno;
+	else if (e == 0 && !S_ISREG(st.st_mode))
+		e = -EINVAL;
+	if (e == 0 && fcntl(fd, F_SETFL, 0) < 0)
+		e = -errno;
+	if (e == 0)
+		e = qcow_posix_lock(fd, false);
+	if (e == 0)
+		e = qcow_posix_adopt(fd, ctx);
+	if (e < 0) {
+		set_err(err, errlen, "%s: cannot open backing file %s: %s", img->path, real,
+		        e == -EINVAL   ? "not a regular file"
+		        : e == -EAGAIN ? "in use by another process"
+		                       : strerror(-e));
+		if (fd >= 0)
+			close(fd);
+	}
+	free(real);
+	return e;
+}
+
 static int open_backing(struct qcow_image *img, const struct qcow_open_opts *opts,
                         struct chain_seen *seen, char *err, size_t errlen)
 {
 	struct qcow_open_opts bo = {
+	    .flags = opts->flags & QCOW_OPEN_NO_PROBE,
 	    .l2_cache_bytes = opts->l2_cache_bytes / 4,
 	    .refcount_cache_bytes = opts->refcount_cache_bytes / 4,
+	    .backing_dirs = opts->backing_dirs,
 	};
 	uint8_t magic[4];
-	bool raw;
+	bool raw, probe;
 	void *ctx;
 	int e;
 
@@ -101,30 +201,31 @@ static int open_backing(struct qcow_image *img, const struct qcow_open_opts *opt
 		        QCOW_MAX_CHAIN_DEPTH);
 		return -ELOOP;
 	}
+	/* Its format first: nothing is opened for a backing file that would be refused. */
+	e = backing_format(img, opts, &raw, &probe, err, errlen);
+	if (e < 0)
+		return e;
 	/* Before opening: a writable image holds a lock its own backing open would hit. */
 	if (in_chain(seen, img->backing_path)) {
 		set_err(err, errlen, "%s: backing chain loops back to %s", img->path,
 		        img->backing_path);
 		return -ELOOP;
 	}
-	e = qcow_posix_open(img->backing_path, O_RDONLY, &ctx);
-	if (e < 0) {
-		set_err(err, errlen, "%s: cannot open backing file %s: %s", img->path,
-		        img->backing_path, strerror(-e));
-		return e;
+	if (opts->backing_dirs) {
+		e = open_confined(img, opts->backing_dirs, &ctx, err, errlen);
+		if (e < 0)
+			return e;
+	} else {
+		e = qcow_posix_open(img->backing_path, O_RDONLY, &ctx);
+		if (e < 0) {
+			set_err(err, errlen, "%s: cannot open backing file %s: %s", img->path,
+			        img->backing_path, strerror(-e));
+			return e;
+		}
 	}
-	if (!strcmp(img->backing_format, "raw")) {
-		raw = true;
-	} else if (!strcmp(img->backing_format, "qcow2")) {
-		raw = false;
-	} else if (!img->backing_format[0]) {
+	if (probe) {
 		e = qcow_posix_ops.pread(ctx, magic, sizeof(magic), 0);
 		raw = e < 0 || !qcow_probe(magic, sizeof(magic));
-	} else {
-		qcow_posix_ops.close(ctx);
-		set_err(err, errlen, "%s: unsupported backing file format '%s'", img->path,
-		        img->backing_format);
-		return -ENOTSUP;
 	}
 	bo.path = img->backing_path;
 	bo.ops = &qcow_posix_ops;
@@ -239,8 +340,12 @@ out_nomem:
 	return e;
 }
 
-/* Writable open: drop autoclear bits we do not maintain, repair a dirty image. */
-static int open_for_writing(struct qcow_image *img, char *err, size_t errlen)
+/*
+ * Writable open: drop autoclear bits we do not maintain, repair a dirty
+ * image (into found: what the repair fixed; untouched if it was clean).
+ */
+static int open_for_writing(struct qcow_image *img, struct qcow_check_result *found, char *err,
+                            size_t errlen)
 {
 	bool dirty = img->incompat & INCOMPAT_DIRTY;
 	int e;
@@ -255,9 +360,7 @@ static int open_for_writing(struct qcow_image *img, char *err, size_t errlen)
 	if (!dirty)
 		return 0;
 	img->dirty_bit_on_disk = true;
-	e = rebuild_refcounts(img);
-	if (e == 0)
-		e = fix_copied(img);
+	e = repair_dirty(img, found);
 	if (e == 0)
 		e = qcow_flush(img);
 	if (e == 0)
@@ -274,6 +377,7 @@ static int image_open(const struct qcow_open_opts *opts, bool raw, struct chain_
                       struct qcow_image **out, char *err, size_t errlen)
 {
 	struct qcow_image *img = calloc(1, sizeof(*img));
+	struct qcow_check_result found = {0};
 	int e;
 
 	if (!img || !(img->path = strdup(opts->path ? opts->path : "(image)"))) {
@@ -324,10 +428,12 @@ static int image_open(const struct qcow_open_opts *opts, bool raw, struct chain_
 			goto out_free;
 	}
 	if (opts->flags & QCOW_OPEN_RDWR) {
-		e = open_for_writing(img, err, errlen);
+		e = open_for_writing(img, &found, err, errlen);
 		if (e < 0)
 			goto out_free;
 	}
+	if (opts->repaired)
+		*opts->repaired = found;
 	*out = img;
 	return 0;
 out_free:

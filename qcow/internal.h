@@ -287,6 +287,7 @@ int release_entry(struct qcow_image *img, uint64_t e, enum qcow_map_kind kind, u
 /* check.c */
 int rebuild_refcounts(struct qcow_image *img);
 int fix_copied(struct qcow_image *img);
+int repair_dirty(struct qcow_image *img, struct qcow_check_result *found);
 
 static inline uint64_t be64_at(const void *p)
 {

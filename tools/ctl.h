@@ -86,7 +86,7 @@ int snapshot_main(int argc, char **argv);
 void snapshot_print_usage(FILE *f);
 
 /* transfer.c: "volume import" and "volume export" over NBD. */
-#define IMPORT_USAGE "blockctl volume import [-f raw|qcow2] [-p] FILE NAME"
+#define IMPORT_USAGE "blockctl volume import [-f raw|qcow2] [--flatten] [-p] FILE NAME"
 #define EXPORT_USAGE "blockctl volume export [--format raw|qcow2] [-p] NAME[@SNAP] FILE"
 int volume_cmd_import(int argc, char **argv, const char *usage);
 int volume_cmd_export(int argc, char **argv, const char *usage);

@@ -156,7 +156,8 @@ static int open_qcow2(struct image_file *f, unsigned flags, const char *snapshot
 	    .path = f->path,
 	    .flags = ((flags & IMAGE_OPEN_WRITE) ? QCOW_OPEN_RDWR : 0) |
 	             ((flags & IMAGE_OPEN_NO_BACKING) ? QCOW_OPEN_NO_BACKING : 0) |
-	             ((flags & IMAGE_OPEN_REPAIR) ? QCOW_OPEN_REPAIR : 0),
+	             ((flags & IMAGE_OPEN_REPAIR) ? QCOW_OPEN_REPAIR : 0) |
+	             ((flags & IMAGE_OPEN_NO_PROBE) ? QCOW_OPEN_NO_PROBE : 0),
 	    .snapshot = snapshot,
 	};
 	struct qcow_info info;

@@ -41,6 +41,7 @@ enum {
 	IMAGE_OPEN_WRITE = 1u << 0,
 	IMAGE_OPEN_NO_BACKING = 1u << 1, /* qcow2: leave the backing chain closed */
 	IMAGE_OPEN_REPAIR = 1u << 2,     /* qcow2, with WRITE: open despite the corrupt bit */
+	IMAGE_OPEN_NO_PROBE = 1u << 3,   /* qcow2: refuse backing files of unrecorded format */
 };
 
 /*

@@ -15,6 +15,12 @@
  *
  * A failed or interrupted (SIGINT, SIGTERM, SIGHUP) copy removes what it
  * made: the partial output file, or the volume import created.
+ *
+ * A qcow2 image names its backing file itself, and may name any file
+ * (/etc/shadow, "../../x"): import refuses an image that has one unless
+ * told --flatten, and even then never guesses a backing file's format (a
+ * raw disk can hold a qcow2 header naming yet another file; qemu's
+ * CVE-2008-2004).  Without --flatten no backing file is opened at all.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -379,7 +385,32 @@ static void import_remove_volume(const char *name)
 	free(path);
 }
 
-static int import_run(const char *file, const char *name, enum image_format format,
+/* Refuses a qcow2 source with a backing file, opened without its chain (no --flatten). */
+static int import_self_contained(struct image_file *src)
+{
+	struct qcow_info *info;
+	int ret = 0;
+
+	if (src->format != IMAGE_FORMAT_QCOW2)
+		return 0;
+	info = malloc(sizeof(*info));
+	if (!info) {
+		cli_error("out of memory");
+		return -ENOMEM;
+	}
+	qcow_get_info(src->qcow, info);
+	if (info->backing_file[0]) {
+		cli_error("%s: has a backing file (%s); import copies self-contained images: "
+		          "--flatten copies the data of the whole chain, reading the backing "
+		          "files the image names",
+		          src->path, info->backing_file);
+		ret = -EPERM;
+	}
+	free(info);
+	return ret;
+}
+
+static int import_run(const char *file, const char *name, enum image_format format, bool flatten,
                       bool show_progress)
 {
 	struct xfer x = {.export = name};
@@ -388,9 +419,12 @@ static int import_run(const char *file, const char *name, enum image_format form
 	uint64_t size;
 	int ret;
 
-	ret = image_file_open(&src, file, format, 0);
+	ret = image_file_open(&src, file, format,
+	                      flatten ? IMAGE_OPEN_NO_PROBE : IMAGE_OPEN_NO_BACKING);
 	if (ret < 0)
 		return ret;
+	if (!flatten && (ret = import_self_contained(&src)) < 0)
+		goto out_src;
 	size = (src.size_bytes + SECTOR_SIZE - 1) & ~(uint64_t)(SECTOR_SIZE - 1);
 	ret = xfer_alloc(&x);
 	if (ret < 0)
@@ -449,12 +483,13 @@ int volume_cmd_import(int argc, char **argv, const char *usage)
 {
 	static const struct option longopts[] = {
 	    {"format", required_argument, NULL, 'f'},
+	    {"flatten", no_argument, NULL, 'F'},
 	    {"progress", no_argument, NULL, 'p'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	enum image_format format = IMAGE_FORMAT_AUTO;
-	bool progress = isatty(STDOUT_FILENO);
+	bool progress = isatty(STDOUT_FILENO), flatten = false;
 	int c;
 
 	while ((c = getopt_long(argc, argv, ":f:ph", longopts, NULL)) != -1) {
@@ -466,6 +501,9 @@ int volume_cmd_import(int argc, char **argv, const char *usage)
 				return BLOCKCTL_EXIT_FAILURE;
 			}
 			break;
+		case 'F':
+			flatten = true;
+			break;
 		case 'p':
 			progress = true;
 			break;
@@ -476,7 +514,7 @@ int volume_cmd_import(int argc, char **argv, const char *usage)
 	if (image_check_operands(argc, argv, 2, 2, usage) < 0 ||
 	    ctl_check_name("volume", argv[optind + 1], usage) < 0)
 		return BLOCKCTL_EXIT_USAGE;
-	return import_run(argv[optind], argv[optind + 1], format, progress) < 0
+	return import_run(argv[optind], argv[optind + 1], format, flatten, progress) < 0
 	           ? BLOCKCTL_EXIT_FAILURE
 	           : EXIT_SUCCESS;
 }

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 struct qcow_image;
+struct qcow_check_result;
 
 /* Default metadata cache sizes: 32 MiB of L2 tables maps 256 GiB at 64 KiB clusters. */
 #define QCOW_DEFAULT_L2_CACHE_BYTES       (32ull << 20)
@@ -79,6 +80,13 @@ enum {
 	QCOW_OPEN_RDWR = 1u << 0,       /* writable; refused for v2 images */
 	QCOW_OPEN_NO_BACKING = 1u << 1, /* do not open the backing chain */
 	QCOW_OPEN_REPAIR = 1u << 2,     /* with RDWR: accept the corrupt bit, to repair */
+	/*
+	 * A backing file whose format the image does not record is refused,
+	 * never probed: a raw disk its guest wrote a qcow2 header into would
+	 * otherwise be read as qcow2 and name any file as its own backing file
+	 * (qemu's CVE-2008-2004).  Applies to the whole chain.
+	 */
+	QCOW_OPEN_NO_PROBE = 1u << 3,
 };
 
 struct qcow_open_opts {
@@ -89,6 +97,20 @@ struct qcow_open_opts {
 	uint64_t l2_cache_bytes;       /* 0: QCOW_DEFAULT_L2_CACHE_BYTES */
 	uint64_t refcount_cache_bytes; /* 0: QCOW_DEFAULT_REFCOUNT_CACHE_BYTES */
 	const char *snapshot;          /* non-NULL: show this snapshot (name or id), read-only */
+	/*
+	 * NULL, or a NULL-terminated list of folders: every file of the
+	 * backing chain must resolve, symlinks followed, to a regular file
+	 * inside one of them, or the open fails with -EPERM before that file
+	 * is opened.  The resolved file is opened without following links.
+	 */
+	const char *const *backing_dirs;
+	/*
+	 * NULL, or where a successful writable open says what it repaired:
+	 * if the dirty bit was set, what a check found before the refcounts
+	 * were rebuilt (leaks freed, corruptions fixed) with rebuilt = 1;
+	 * else all zeros.
+	 */
+	struct qcow_check_result *repaired;
 };
 
 /*
@@ -96,8 +118,9 @@ struct qcow_open_opts {
  * tables it points at; refuses encryption, external data files, extended L2
  * entries, unknown incompatible features and the corrupt bit with a message
  * naming the feature.  A writable open of an image with the dirty bit set
- * rebuilds its refcounts first.  On failure a one-line message is written to
- * err (if errlen > 0) and, if opts->ctx was supplied, it is NOT closed.
+ * checks it and rebuilds its refcounts first (opts->repaired says what it
+ * found).  On failure a one-line message is written to err (if errlen > 0)
+ * and, if opts->ctx was supplied, it is NOT closed.
  */
 int qcow_open(const struct qcow_open_opts *opts, struct qcow_image **out, char *err, size_t errlen);
 

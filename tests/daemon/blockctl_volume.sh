@@ -147,12 +147,14 @@ ok volume export --format qcow2 imp out.qcow2
 qemu_check out.qcow2
 t qemu-img compare -f raw -F qcow2 out.raw out.qcow2 >/dev/null || fail "qcow2 export differs"
 
-# qcow2 import of an image with a backing file: the chain is read.
+# qcow2 import of an image with a backing file: refused, unless --flatten
+# says to read the chain (backing_escape.sh has the rest).
 t qemu-img create -q -f qcow2 base.qcow2 8M
 t qemu-io -f qcow2 -c 'write -P 0x33 0 1M' -c 'write -P 0x44 7M 64k' base.qcow2 >/dev/null
 t qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
 t qemu-io -f qcow2 -c 'write -P 0x55 512k 4k' -c 'write -z 7M 4k' top.qcow2 >/dev/null
-ok volume import -f qcow2 top.qcow2 q1
+refused 1 "top.qcow2: has a backing file \(base.qcow2\)" volume import -f qcow2 top.qcow2 q1
+ok volume import -f qcow2 --flatten top.qcow2 q1
 ok volume export q1 q1.raw
 t qemu-img compare -f qcow2 -F raw top.qcow2 q1.raw >/dev/null || fail "qcow2 import differs"
 

@@ -2,15 +2,18 @@
 /*
  * Unit tests of the qcow library's public API: creation options, guest
  * I/O semantics, block status, the non-blocking mapper, resize, the dirty
- * bit, and small-cache write-back.
+ * bit, small-cache write-back, and backing files confined to folders and
+ * never probed.
  */
 #include <criterion/criterion.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "qcow.h"
@@ -361,14 +364,32 @@ Test(qcow_api, create_rounds_size_up_to_512)
 	qcow_close(img);
 }
 
+/* Raises the refcount of NAME's cluster 0 (the header) to 2: one leak. */
+static void leak_header_cluster(const char *name)
+{
+	uint64_t be, reftable, block;
+	uint16_t two = htobe16(2);
+	int fd = open(path_of(name), O_RDWR);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, &be, 8, 48), 8);
+	reftable = be64toh(be);
+	cr_assert_eq(pread(fd, &be, 8, (off_t)reftable), 8);
+	block = be64toh(be);
+	cr_assert_eq(pwrite(fd, &two, 2, (off_t)block), 2);
+	close(fd);
+}
+
 Test(qcow_api, dirty_image_is_repaired_on_open)
 {
 	static uint8_t w[65536 * 4];
 	struct qcow_create_opts o = {
 	    .path = path_of("i.qcow2"), .size_bytes = 16 << 20, .lazy_refcounts = true};
+	struct qcow_check_result res, found, rep = {.rebuilt = 7};
+	struct qcow_open_opts oo = {
+	    .path = path_of("i.qcow2"), .flags = QCOW_OPEN_RDWR, .repaired = &rep};
 	struct qcow_image *img;
 	struct qcow_info info;
-	struct qcow_check_result res;
 
 	cr_assert_eq(qcow_create(&o, err, sizeof(err)), 0);
 	img = open_img("i.qcow2", QCOW_OPEN_RDWR);
@@ -376,18 +397,31 @@ Test(qcow_api, dirty_image_is_repaired_on_open)
 	cr_assert_eq(qcow_write(img, w, 0, sizeof(w)), 0);
 	cr_assert_eq(qcow_flush(img), 0);
 	qcow_abandon(img); /* a crash: the dirty bit stays set */
+	leak_header_cluster("i.qcow2");
 
 	img = open_img("i.qcow2", 0);
 	qcow_get_info(img, &info);
 	cr_assert(info.dirty, "lazy refcounts wrote metadata without the dirty bit");
+	cr_assert_eq(qcow_check(img, 0, &found), 0);
+	cr_assert_eq(found.leaks, 1, "the leak is not seen");
 	qcow_close(img);
 
-	img = open_img("i.qcow2", QCOW_OPEN_RDWR);
+	/* The open says what it repaired: what a check found before. */
+	cr_assert_eq(qcow_open(&oo, &img, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(rep.rebuilt, 1);
+	cr_assert_eq(rep.corruptions, found.corruptions);
+	cr_assert_eq(rep.leaks, found.leaks);
 	qcow_get_info(img, &info);
 	cr_assert(!info.dirty, "repair did not clear the dirty bit");
 	cr_assert_eq(qcow_check(img, 0, &res), 0);
 	cr_assert_eq(res.corruptions, 0);
 	cr_assert_eq(res.leaks, 0);
+	qcow_close(img);
+
+	/* A clean image: nothing repaired. */
+	cr_assert_eq(qcow_open(&oo, &img, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(rep.rebuilt, 0);
+	cr_assert_eq(rep.corruptions + rep.leaks, 0);
 	qcow_close(img);
 }
 
@@ -553,4 +587,98 @@ Test(qcow_api, second_writer_is_refused)
 	cr_assert_eq(qcow_close(img), 0);
 	cr_assert_eq(qcow_open(&o, &other, err, sizeof(err)), 0, "%s", err);
 	qcow_close(other);
+}
+
+/* Makes NAME record no backing format: its header extension becomes the end marker. */
+static void drop_backing_format(const char *name)
+{
+	static const uint8_t type[4] = {0xe2, 0x79, 0x2a, 0xca};
+	uint8_t head[4096], *at;
+	int fd = open(path_of(name), O_RDWR);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, head, sizeof(head), 0), (ssize_t)sizeof(head));
+	at = memmem(head + 104, sizeof(head) - 104, type, sizeof(type));
+	cr_assert_not_null(at, "no backing format extension");
+	memset(at, 0, 8);
+	cr_assert_eq(pwrite(fd, at, 8, at - head), 8);
+	close(fd);
+}
+
+/* qcow_open with backing_dirs = {DIR/in}: 0 or -errno, the message in err. */
+static int open_confined(const char *name, unsigned flags)
+{
+	char in[PATH_MAX + 8];
+	const char *dirs[] = {in, NULL};
+	struct qcow_open_opts o = {.path = path_of(name), .flags = flags, .backing_dirs = dirs};
+	struct qcow_image *img = NULL;
+	int rc;
+
+	snprintf(in, sizeof(in), "%s/in", dir);
+	err[0] = '\0';
+	rc = qcow_open(&o, &img, err, sizeof(err));
+	if (rc == 0)
+		qcow_close(img);
+	return rc;
+}
+
+Test(qcow_api, backing_files_stay_inside_the_allowed_folders)
+{
+	cr_assert_eq(mkdir(path_of("in"), 0700), 0);
+	cr_assert_eq(mkdir(path_of("out"), 0700), 0);
+	create("out/secret.qcow2", 1 << 20, 0, NULL);
+	create("in/base.qcow2", 1 << 20, 0, NULL);
+	create("in/ok.qcow2", 0, 0, "base.qcow2");
+	cr_assert_eq(open_confined("in/ok.qcow2", 0), 0, "%s", err);
+	cr_assert_eq(open_confined("in/ok.qcow2", QCOW_OPEN_RDWR | QCOW_OPEN_NO_PROBE), 0, "%s",
+	             err);
+
+	create("in/abs.qcow2", 0, 0, path_of("out/secret.qcow2"));
+	cr_assert_eq(open_confined("in/abs.qcow2", 0), -EPERM);
+	cr_assert(strstr(err, "outside"), "%s", err);
+	create("in/rel.qcow2", 0, 0, "../out/secret.qcow2");
+	cr_assert_eq(open_confined("in/rel.qcow2", 0), -EPERM);
+	cr_assert(strstr(err, "out/secret.qcow2, outside"), "%s", err);
+
+	/* Symlinks are resolved first: out of the folder refused, within it fine. */
+	cr_assert_eq(symlink("../out/secret.qcow2", path_of("in/link.qcow2")), 0);
+	create("in/vialink.qcow2", 0, 0, "link.qcow2");
+	cr_assert_eq(open_confined("in/vialink.qcow2", 0), -EPERM);
+	cr_assert(strstr(err, "outside"), "%s", err);
+	cr_assert_eq(symlink("base.qcow2", path_of("in/alias.qcow2")), 0);
+	create("in/viaalias.qcow2", 0, 0, "alias.qcow2");
+	cr_assert_eq(open_confined("in/viaalias.qcow2", 0), 0, "%s", err);
+
+	/* Every file of the chain is checked. */
+	create("in/mid.qcow2", 0, 0, "../out/secret.qcow2");
+	create("in/deep.qcow2", 0, 0, "mid.qcow2");
+	cr_assert_eq(open_confined("in/deep.qcow2", 0), -EPERM);
+	cr_assert(strstr(err, "mid.qcow2: backing file ../out/secret.qcow2"), "%s", err);
+
+	/* A FIFO inside is refused without blocking the open. */
+	create("in/pipe.raw", 1 << 20, 0, NULL);
+	create("in/overpipe.qcow2", 0, 0, "pipe.raw");
+	cr_assert_eq(unlink(path_of("in/pipe.raw")), 0);
+	cr_assert_eq(mkfifo(path_of("in/pipe.raw"), 0600), 0);
+	cr_assert_eq(open_confined("in/overpipe.qcow2", 0), -EINVAL);
+	cr_assert(strstr(err, "not a regular file"), "%s", err);
+
+	/* Without backing_dirs, as the image tools open files, the chain is followed. */
+	qcow_close(open_img("in/abs.qcow2", 0));
+}
+
+Test(qcow_api, unrecorded_backing_format_is_refused_not_probed)
+{
+	cr_assert_eq(mkdir(path_of("in"), 0700), 0);
+	create("in/base.qcow2", 1 << 20, 0, NULL);
+	create("in/top.qcow2", 0, 0, "base.qcow2");
+	drop_backing_format("in/top.qcow2");
+	cr_assert_eq(open_confined("in/top.qcow2", QCOW_OPEN_NO_PROBE), -EPERM);
+	cr_assert(strstr(err, "format of backing file base.qcow2 is not recorded"), "%s", err);
+	cr_assert(strstr(err, "qemu-img rebase -u -F"), "%s", err);
+	/* Deeper in the chain too. */
+	create("in/over.qcow2", 0, 0, "top.qcow2");
+	cr_assert_eq(open_confined("in/over.qcow2", QCOW_OPEN_NO_PROBE), -EPERM);
+	/* Probed when allowed. */
+	cr_assert_eq(open_confined("in/top.qcow2", 0), 0, "%s", err);
 }
