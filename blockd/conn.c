@@ -3,10 +3,17 @@
  * conn.c - NBD connections on an event loop: the protocol machine fed from
  * the socket, export lookups, request slots, replies and backpressure.
  *
- * A connection stops reading its socket when it holds too many requests or
- * bytes (daemon_limits.h); replies are queued and sent one message at a
- * time.  A request counts as in flight until its reply has left, so a
- * client that does not read its replies stops being read too.
+ * A connection stops reading its socket when it, its client (clients.h)
+ * or the daemon holds too many requests or bytes (daemon_limits.h);
+ * replies are queued and sent one message at a time.  A request counts as
+ * in flight until its reply has left, so a client that does not read its
+ * replies stops being read too.  A client over its share pauses only its
+ * own connections.
+ *
+ * Timeouts, checked once a second (conn_tick()): a handshake that waits
+ * for the client's next bytes too long, a WRITE payload that stops
+ * arriving (--payload-timeout), replies the client stops reading, a
+ * connection with nothing in flight that sends nothing (--idle-timeout).
  *
  * Export names: NAME is volume NAME read-write, NAME:ro the live volume
  * read-only, NAME@SNAP its snapshot SNAP read-only.  A lookup is answered
@@ -112,6 +119,8 @@ static struct request *request_new(struct conn *c, const struct proto_request *r
 	c->inflight++;
 	c->inflight_bytes += rq->bytes;
 	c->requests++;
+	atomic_fetch_add(&c->client->inflight, 1);
+	atomic_fetch_add(&c->client->inflight_bytes, rq->bytes);
 	atomic_fetch_add(&d->inflight, 1);
 	atomic_fetch_add(&d->inflight_bytes, rq->bytes);
 	return rq;
@@ -122,6 +131,7 @@ static void conn_resume(struct conn *c)
 {
 	if (c->paused && !c->closing) {
 		c->paused = false;
+		c->active = now_sec(); /* the wait was ours, not the client's */
 		conn_process_input(c);
 	}
 }
@@ -133,17 +143,22 @@ static void request_free(struct request *rq)
 
 	c->inflight--;
 	c->inflight_bytes -= rq->bytes;
+	atomic_fetch_sub(&c->client->inflight, 1);
+	atomic_fetch_sub(&c->client->inflight_bytes, rq->bytes);
 	atomic_fetch_sub(&d->inflight, 1);
 	atomic_fetch_sub(&d->inflight_bytes, rq->bytes);
 	slot_put(c, rq);
 	conn_resume(c);
 }
 
+/* The connection, its client or the daemon holds too much to take another request. */
 static bool over_limits(const struct conn *c)
 {
 	const struct daemon *d = c->w->d;
 
 	return c->inflight >= CONN_MAX_INFLIGHT || c->inflight_bytes >= CONN_MAX_INFLIGHT_BYTES ||
+	       atomic_load(&c->client->inflight) >= CLIENT_MAX_INFLIGHT ||
+	       atomic_load(&c->client->inflight_bytes) >= CLIENT_MAX_INFLIGHT_BYTES ||
 	       atomic_load(&d->inflight) >= DAEMON_MAX_INFLIGHT ||
 	       atomic_load(&d->inflight_bytes) >= DAEMON_MAX_INFLIGHT_BYTES;
 }
@@ -369,7 +384,7 @@ void conn_on_send(struct conn *c, int res)
 	if (res <= 0) {
 		conn_break(c, res == 0 ? "send returned nothing" : strerror(-res));
 	} else {
-		c->send_progress = now_sec();
+		c->send_progress = c->active = now_sec();
 		while (t->cur < t->n_iov && left >= t->iov[t->cur].iov_len)
 			left -= t->iov[t->cur++].iov_len;
 		if (t->cur < t->n_iov) {
@@ -561,15 +576,20 @@ static void conn_process_input(struct conn *c)
 				conn_break(c, "out of memory");
 				break;
 			}
-			if (act.request.type == NBD_CMD_WRITE)
+			if (act.request.type == NBD_CMD_WRITE) {
 				c->cur_write = rq;
-			else
+				c->payload_progress = now_sec();
+				c->payload_received = 0;
+			} else {
 				data_dispatch(rq);
+			}
 			break;
 		}
 		case PROTO_ACT_WRITE_DATA:
 			memcpy(c->cur_write->buf + act.write_data.offset, act.write_data.data,
 			       act.write_data.len);
+			c->payload_progress = now_sec();
+			c->payload_received += (uint32_t)act.write_data.len;
 			if (act.write_data.last) {
 				struct request *rq = c->cur_write;
 
@@ -610,6 +630,7 @@ void conn_on_recv(struct conn *c, int res)
 		return;
 	}
 	c->rlen += (size_t)res;
+	c->active = now_sec();
 	if (!c->lookup_pending)
 		conn_process_input(c);
 	else
@@ -639,6 +660,7 @@ static void conn_free(struct conn *c)
 		c->next->prev = c->prev;
 	w->n_conns--;
 	atomic_fetch_sub(&d->connections, 1);
+	clients_put(d->clients, c->client);
 	free_slots(c);
 	free(c->rbuf);
 	free(c);
@@ -700,15 +722,54 @@ void conn_maybe_finish(struct conn *c)
 		conn_free(c);
 }
 
+/* At least SEC seconds from SINCE to NOW, both read in whole seconds. */
+static bool elapsed(time_t since, time_t now, unsigned sec)
+{
+	return now - since > (time_t)sec;
+}
+
+/* Nothing of ours is pending: the connection waits for its client's next bytes. */
+static bool waiting_for_client(const struct conn *c)
+{
+	return !c->closing && !c->paused && !c->lookup_pending && c->inflight == 0 && !c->tx_head;
+}
+
+/* A handshake waits for its client HANDSHAKE_TIMEOUT_SEC, or --idle-timeout if shorter. */
+static unsigned handshake_limit(const struct daemon *d)
+{
+	if (d->idle_timeout_sec && d->idle_timeout_sec < HANDSHAKE_TIMEOUT_SEC)
+		return d->idle_timeout_sec;
+	return HANDSHAKE_TIMEOUT_SEC;
+}
+
+/* A WRITE whose payload stopped coming holds its buffer: cut the connection off, and say so. */
+static void payload_stalled(struct conn *c, time_t now)
+{
+	const struct request *rq = c->cur_write;
+
+	log_warn("connection %llu from %s, export %s: write at offset %llu stalled: %u of %u "
+	         "payload bytes arrived, none for %lld s; cutting the connection off",
+	         (unsigned long long)c->id, c->client->key, c->export_name,
+	         (unsigned long long)rq->r.offset, c->payload_received, rq->r.length,
+	         (long long)(now - c->payload_progress));
+	conn_break(c, "write payload stalled");
+}
+
 void conn_tick(struct conn *c, time_t now)
 {
 	struct worker *w = c->w;
+	struct daemon *d = w->d;
+	bool transmission = proto_server_in_transmission(c->ps);
 
-	if (!c->closing && !proto_server_in_transmission(c->ps) &&
-	    now - c->opened >= HANDSHAKE_TIMEOUT_SEC)
+	if (!transmission && waiting_for_client(c) && elapsed(c->active, now, handshake_limit(d)))
 		conn_break(c, "handshake timed out");
+	else if (c->cur_write && elapsed(c->payload_progress, now, d->payload_timeout_sec))
+		payload_stalled(c, now);
 	else if (c->tx_head && now - c->send_progress >= SEND_STALL_TIMEOUT_SEC)
 		conn_break(c, "client stopped reading replies");
+	else if (transmission && d->idle_timeout_sec && waiting_for_client(c) &&
+	         elapsed(c->active, now, d->idle_timeout_sec))
+		conn_break(c, "idle for longer than --idle-timeout");
 	else if (c->att && attachment_gone(c->att))
 		conn_break(c, "the volume was removed");
 	else if (w->stopping && now - w->stop_started >= STOP_GRACE_SEC)
@@ -724,31 +785,53 @@ void conn_begin_stop(struct conn *c)
 	conn_maybe_finish(c);
 }
 
-/* Names the peer: its IP address, or "local" for the unix socket; -1 if TCP gives none. */
-static int peer_name(int fd, int listener, char *out, size_t len)
+/* TCP: no Nagle delay on replies, and keepalive, so that a host that died is noticed. */
+static void tcp_options(int fd)
+{
+	int one = 1, idle = TCP_KEEPALIVE_IDLE_SEC, intvl = TCP_KEEPALIVE_INTERVAL_SEC,
+	    cnt = TCP_KEEPALIVE_COUNT;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
+/*
+ * Names the peer (the store's holder name) and its client identity
+ * (clients.h): for TCP both are its IP address; for the unix socket the
+ * peer is "local" and the identity "uid:N", N its uid.  -1 if the socket
+ * tells neither.
+ */
+static int identify(int fd, int listener, char *peer, size_t peer_len, char *key, size_t key_len)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	int one = 1;
+	struct ucred cred;
+	socklen_t cl = sizeof(cred);
+	const void *addr;
 
 	if (listener == 1) {
-		snprintf(out, len, "local");
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0)
+			return -1;
+		snprintf(peer, peer_len, "local");
+		snprintf(key, key_len, "uid:%u", (unsigned)cred.uid);
 		return 0;
 	}
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
 		return -1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (ss.ss_family == AF_INET)
-		return inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out,
-		                 (socklen_t)len)
-		           ? 0
-		           : -1;
-	if (ss.ss_family == AF_INET6)
-		return inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out,
-		                 (socklen_t)len)
-		           ? 0
-		           : -1;
-	return -1;
+		addr = &((struct sockaddr_in *)&ss)->sin_addr;
+	else if (ss.ss_family == AF_INET6)
+		addr = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+	else
+		return -1;
+	if (!inet_ntop(ss.ss_family, addr, peer, (socklen_t)peer_len))
+		return -1;
+	snprintf(key, key_len, "%s", peer);
+	tcp_options(fd);
+	return 0;
 }
 
 /* A new connection on W, counted in d->connections already. */
@@ -756,12 +839,23 @@ void conn_new(struct worker *w, int fd, int listener)
 {
 	struct daemon *d = w->d;
 	struct proto_server_config cfg = {.lookup = conn_lookup, .list = conn_list};
-	char peer[STORE_HOLDER_MAX];
+	char peer[STORE_HOLDER_MAX], key[CLIENT_KEY_MAX];
+	struct client *client;
 	struct conn *c;
+	int rc;
 
-	if (peer_name(fd, listener, peer, sizeof(peer)) < 0) {
-		/* A TCP peer without an address cannot be told apart from others. */
-		log_warn("refusing a TCP peer without an address");
+	if (identify(fd, listener, peer, sizeof(peer), key, sizeof(key)) < 0) {
+		/* A peer without an address cannot be told apart from others. */
+		log_refusal("a peer without an address or credentials");
+		goto out_close;
+	}
+	rc = clients_get(d->clients, key, &client);
+	if (rc == -EUSERS) {
+		log_refusal("client %s has as many connections as --max-client-connections allows",
+		            key);
+		goto out_close;
+	} else if (rc < 0) {
+		log_refusal("%s", strerror(-rc));
 		goto out_close;
 	}
 	c = calloc(1, sizeof(*c));
@@ -770,13 +864,15 @@ void conn_new(struct worker *w, int fd, int listener)
 		if (c)
 			free(c->rbuf);
 		free(c);
-		log_warn("refusing a connection: out of memory");
+		clients_put(d->clients, client);
+		log_refusal("out of memory");
 		goto out_close;
 	}
 	c->w = w;
 	c->fd = fd;
+	c->client = client;
 	c->id = atomic_fetch_add(&d->next_conn_id, 1) + 1;
-	c->opened = c->send_progress = now_sec();
+	c->active = c->send_progress = now_sec();
 	c->recv_op.kind = UOP_RECV;
 	c->send_op.kind = UOP_SEND;
 	c->wait.ready = lookup_ready;

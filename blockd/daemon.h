@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * daemon.h - what the worker loops share: the store, the blocking pool,
- * the listening sockets, daemon-wide counters and the stop flag.
+ * the clients table, the listening sockets, timeouts, daemon-wide
+ * counters and the stop flag.
  */
 #ifndef BLOCKD_DAEMON_H
 #define BLOCKD_DAEMON_H
@@ -17,10 +18,15 @@
 struct store;
 struct exec;
 struct worker;
+struct clients;
 
 struct daemon {
 	struct store *store;
 	struct exec *exec;
+	struct clients *clients;
+	/* From the options, constant while the loops run. */
+	unsigned idle_timeout_sec; /* 0: none */
+	unsigned payload_timeout_sec;
 	int listen_fd[DAEMON_LISTENERS]; /* TCP and unix; -1 when absent */
 	atomic_bool stopping;
 	atomic_uint connections;

@@ -42,9 +42,57 @@
  */
 #define MAX_CONNECTIONS 1024u
 
-/* A client that has not finished the handshake by then is cut off, so idle sockets cannot pile up.
+/*
+ * Connections one client (clients.h: an IP address, a uid on the unix
+ * socket) may hold at once, by default (--max-client-connections): far
+ * above what the VMs of one host open (one per disk, a few with
+ * multi-conn), and a quarter of MAX_CONNECTIONS, so that one client cannot
+ * take every slot.
+ */
+#define DEFAULT_MAX_CLIENT_CONNECTIONS (MAX_CONNECTIONS / 4)
+
+/* Longest client identity: an IPv6 address or "uid:N" today, a TLS identity later. */
+#define CLIENT_KEY_MAX 256
+
+/*
+ * A client in the handshake that sends nothing for this long is cut off,
+ * so that idle sockets cannot pile up.  It counts time spent waiting for
+ * the client's next bytes, not the whole handshake: a client may list
+ * thousands of exports at its own pace (libnbd 1.14 takes ~200 ms per
+ * export over TCP).  One that dribbles a byte at a time holds its slot
+ * longer, but the per-client connection cap bounds how many it can hold.
+ * A shorter --idle-timeout applies here too.
  */
 #define HANDSHAKE_TIMEOUT_SEC 30
+
+/*
+ * --idle-timeout default: a connection with nothing in flight that sends
+ * nothing for this long is cut off.  Long, because an idle VM's NBD client
+ * sends nothing at all (qemu has no NBD-level keepalive) and must not lose
+ * its disk; dead hosts are found sooner by TCP keepalive (below).  0
+ * disables it.
+ */
+#define DEFAULT_IDLE_TIMEOUT_SEC (24u * 3600u)
+#define MAX_IDLE_TIMEOUT_SEC     (365u * 24u * 3600u)
+
+/*
+ * --payload-timeout default: a WRITE whose payload stops arriving for this
+ * long cuts its connection off, giving back its buffer; a live TCP link
+ * that moves nothing for half a minute has failed.  Its client's other
+ * connections go on.
+ */
+#define DEFAULT_PAYLOAD_TIMEOUT_SEC 30u
+#define MAX_PAYLOAD_TIMEOUT_SEC     3600u
+
+/*
+ * TCP keepalive on accepted connections: a host that died without closing
+ * its connections (power, network) is noticed after
+ * TCP_KEEPALIVE_IDLE_SEC + TCP_KEEPALIVE_COUNT * TCP_KEEPALIVE_INTERVAL_SEC,
+ * 2 minutes, while a live idle VM's kernel answers the probes.
+ */
+#define TCP_KEEPALIVE_IDLE_SEC     60
+#define TCP_KEEPALIVE_INTERVAL_SEC 15
+#define TCP_KEEPALIVE_COUNT        4
 
 /*
  * A connection whose replies have not moved for this long is cut off: a
@@ -91,6 +139,17 @@
 /* The same, for the whole daemon: bounds memory whatever the number of connections. */
 #define DAEMON_MAX_INFLIGHT       8192u
 #define DAEMON_MAX_INFLIGHT_BYTES (1ull << 30)
+
+/*
+ * The share of those one client may hold (its connections together): a
+ * client over it (payloads that stalled, a host that sends faster than its
+ * disks take) pauses its own connections and leaves the rest of the budget
+ * to the others.  A quarter: 256 MiB in flight is more than a host needs
+ * to keep its disks busy.  Four clients together can still take the whole
+ * budget; payloads that stall are cut off after --payload-timeout.
+ */
+#define CLIENT_MAX_INFLIGHT       (DAEMON_MAX_INFLIGHT / 4)
+#define CLIENT_MAX_INFLIGHT_BYTES (DAEMON_MAX_INFLIGHT_BYTES / 4)
 
 /*
  * Request slots are kept per connection once made and reused, so a busy

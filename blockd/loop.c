@@ -13,6 +13,7 @@
  * deferred list and is prepared again after the next completions.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,14 +220,27 @@ static void on_timer(struct worker *w)
 	prep_timer(w);
 }
 
-/* At most one line a second about refused connections, whatever a client does. */
-static void log_refusal(const char *why)
+void log_refusal(const char *fmt, ...)
 {
 	static atomic_llong last;
+	static atomic_uint dropped;
 	time_t now = now_sec();
+	char why[LOG_LINE_BYTES];
+	unsigned more;
+	va_list ap;
 
-	if (atomic_exchange(&last, now) != now)
-		log_warn("refusing connections: %s", why);
+	if (atomic_exchange(&last, now) == now) {
+		atomic_fetch_add(&dropped, 1);
+		return;
+	}
+	more = atomic_exchange(&dropped, 0);
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (more)
+		log_warn("refusing a connection: %s (and %u more refusals not logged)", why, more);
+	else
+		log_warn("refusing a connection: %s", why);
 }
 
 static void on_accept(struct worker *w, struct listener *l, int res)

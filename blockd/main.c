@@ -3,7 +3,8 @@
  * main.c - blockd: options, data directory, listening sockets, signals.
  *
  *   blockd [--data-dir DIR] [--listen HOST:PORT] [--socket PATH] [--threads N]
- *          [--cache-size BYTES] [--log-level LEVEL]
+ *          [--cache-size BYTES] [--max-client-connections N] [--idle-timeout SEC]
+ *          [--payload-timeout SEC] [--log-level LEVEL]
  *
  * The main thread only waits for signals: SIGHUP rescans the volumes,
  * SIGTERM and SIGINT stop the workers (they finish what is in flight),
@@ -30,6 +31,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "clients.h"
 #include "control.h"
 #include "daemon.h"
 #include "datadir.h"
@@ -49,13 +51,17 @@ struct options {
 	char socket_path[PATH_MAX];
 	unsigned threads;
 	uint64_t cache_bytes;
+	unsigned max_client_connections;
+	unsigned idle_timeout_sec;
+	unsigned payload_timeout_sec;
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 	        "usage: blockd [--data-dir DIR] [--listen HOST:PORT] [--socket PATH]\n"
-	        "              [--threads N] [--cache-size BYTES] [--log-level LEVEL]\n"
+	        "              [--threads N] [--cache-size BYTES] [--max-client-connections N]\n"
+	        "              [--idle-timeout SEC] [--payload-timeout SEC] [--log-level LEVEL]\n"
 	        "\n"
 	        "Serves the qcow2 volumes in DIR/volumes over NBD.\n"
 	        "  --data-dir DIR      default /var/lib/blockd as root, else\n"
@@ -64,7 +70,34 @@ static void usage(FILE *f)
 	        "  --socket PATH       unix socket, default DIR/nbd.sock\n"
 	        "  --threads N         event loops, default the number of CPUs\n"
 	        "  --cache-size BYTES  metadata cache per volume (e.g. 64M), default 32M\n"
-	        "  --log-level LEVEL   debug, info (default), warn or error\n");
+	        "  --max-client-connections N\n"
+	        "                      connections one client (an IP address, a uid on the\n"
+	        "                      unix socket) may hold at once, default %u\n"
+	        "  --idle-timeout SEC  cut off a connection with nothing in flight after SEC\n"
+	        "                      seconds without a byte, default %u (0: never)\n"
+	        "  --payload-timeout SEC\n"
+	        "                      cut off a connection whose write payload stops for SEC\n"
+	        "                      seconds, default %u\n"
+	        "  --log-level LEVEL   debug, info (default), warn or error\n",
+	        DEFAULT_MAX_CLIENT_CONNECTIONS, DEFAULT_IDLE_TIMEOUT_SEC,
+	        DEFAULT_PAYLOAD_TIMEOUT_SEC);
+}
+
+/* A decimal number in min..max for option NAME; -1 (and a message) if it is not one. */
+static int parse_uint(const char *name, const char *arg, unsigned min, unsigned max, unsigned *out)
+{
+	unsigned long v;
+	char *end;
+
+	errno = 0;
+	v = strtoul(arg, &end, 10);
+	if (errno || *end || arg[0] < '0' || arg[0] > '9' || v < min || v > max) {
+		fprintf(stderr, "blockd: --%s: expected %u to %u, got \"%s\"\n", name, min, max,
+		        arg);
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
 }
 
 /* mkdir -p, mode 0700 for what it creates. */
@@ -98,6 +131,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 	    {"threads", required_argument, NULL, 't'},
 	    {"cache-size", required_argument, NULL, 'c'},
 	    {"log-level", required_argument, NULL, 'L'},
+	    {"max-client-connections", required_argument, NULL, 'C'},
+	    {"idle-timeout", required_argument, NULL, 'I'},
+	    {"payload-timeout", required_argument, NULL, 'P'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -107,6 +143,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 	char *end;
 
 	o->listen = DEFAULT_LISTEN;
+	o->max_client_connections = DEFAULT_MAX_CLIENT_CONNECTIONS;
+	o->idle_timeout_sec = DEFAULT_IDLE_TIMEOUT_SEC;
+	o->payload_timeout_sec = DEFAULT_PAYLOAD_TIMEOUT_SEC;
 	o->threads = cpus > 0 ? (unsigned)cpus : 1;
 	if (o->threads > MAX_THREADS)
 		o->threads = MAX_THREADS;
@@ -149,6 +188,21 @@ static int parse_options(int argc, char **argv, struct options *o)
 				        optarg);
 				return -1;
 			}
+			break;
+		case 'C':
+			if (parse_uint("max-client-connections", optarg, 1, MAX_CONNECTIONS,
+			               &o->max_client_connections) < 0)
+				return -1;
+			break;
+		case 'I':
+			if (parse_uint("idle-timeout", optarg, 0, MAX_IDLE_TIMEOUT_SEC,
+			               &o->idle_timeout_sec) < 0)
+				return -1;
+			break;
+		case 'P':
+			if (parse_uint("payload-timeout", optarg, 1, MAX_PAYLOAD_TIMEOUT_SEC,
+			               &o->payload_timeout_sec) < 0)
+				return -1;
 			break;
 		case 'L':
 			level = log_parse_level(optarg);
@@ -416,9 +470,17 @@ int main(int argc, char **argv)
 	}
 	log_info("data directory %s", o.data_dir);
 
+	d.idle_timeout_sec = o.idle_timeout_sec;
+	d.payload_timeout_sec = o.payload_timeout_sec;
+	rc = clients_new(o.max_client_connections, &d.clients);
+	if (rc < 0) {
+		log_error("cannot start: %s", strerror(-rc));
+		return 1;
+	}
 	rc = exec_new(POOL_THREADS_PER_LOOP * o.threads + POOL_THREADS_EXTRA, &d.exec);
 	if (rc < 0) {
 		log_error("cannot start threads: %s", strerror(-rc));
+		clients_free(d.clients);
 		return 1;
 	}
 	scfg = (struct store_config){
@@ -426,6 +488,7 @@ int main(int argc, char **argv)
 	rc = store_open(&scfg, &d.store);
 	if (rc < 0) {
 		exec_free(d.exec);
+		clients_free(d.clients);
 		return 1;
 	}
 	rc = manage_new(d.store, &m);
@@ -477,6 +540,7 @@ int main(int argc, char **argv)
 		status = 1;
 	if (m)
 		manage_free(m);
+	clients_free(d.clients);
 	log_info("stopped");
 	close(lock_fd);
 	return status;

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "clients.h"
 #include "daemon.h"
 #include "daemon_limits.h"
 #include "exec.h"
@@ -117,9 +118,10 @@ struct conn {
 	struct worker *w;
 	uint64_t id;
 	int fd;
-	char peer[STORE_HOLDER_MAX];
+	char peer[STORE_HOLDER_MAX]; /* the store's holder name: an IP address or "local" */
+	struct client *client;       /* its identity's entry (clients.h), one reference */
 	struct proto_server *ps;
-	time_t opened;
+	time_t active; /* bytes last came in or went out */
 	uint8_t *rbuf;
 	size_t rpos, rlen;
 	struct uop recv_op, send_op;
@@ -142,6 +144,8 @@ struct conn {
 	bool structured;
 	uint32_t context_id;
 	struct request *cur_write; /* receiving its payload */
+	time_t payload_progress;   /* when a byte of it last came */
+	uint32_t payload_received;
 	unsigned inflight;
 	uint64_t inflight_bytes;
 	struct request *free_slots;
@@ -187,6 +191,11 @@ time_t now_sec(void);
 struct io_uring_sqe *ring_sqe(struct worker *w, struct uop *u);
 /* From any thread: H's fn runs on W's loop soon. */
 void worker_handback(struct worker *w, struct handback *h);
+/*
+ * A warning about a refused connection; at most one line a second whatever
+ * clients do, with a count of those left out.  Thread-safe.
+ */
+__attribute__((format(printf, 1, 2))) void log_refusal(const char *fmt, ...);
 
 /* conn.c */
 void conn_new(struct worker *w, int fd, int listener);
