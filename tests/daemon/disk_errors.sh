@@ -12,16 +12,17 @@ need_python_nbd
 [[ -c /dev/fuse ]] || skip "no /dev/fuse"
 
 DIR=$TMP/data
-mkdir -p mnt "$DIR/volumes"
+mkdir -p "$DIR/volumes"
+# The disk is mounted over the volume file itself (volume files are never links).
+touch "$DIR/volumes/bad.qcow2"
 nbdkit -f -U "$TMP/nbdkit.sock" --filter=error memory size=256M error=EIO \
 	error-pwrite-rate=100% error-pwrite-file="$TMP/inject" 2>>nbdkit.log &
 HELPER_PIDS+=($!)
 wait_until 10 "nbdkit did not start" test -S "$TMP/nbdkit.sock"
-nbdfuse mnt/disk --unix "$TMP/nbdkit.sock" 2>>nbdfuse.log &
-wait_until 10 "nbdfuse did not mount" test -f mnt/disk
+nbdfuse "$DIR/volumes/bad.qcow2" --unix "$TMP/nbdkit.sock" 2>>nbdfuse.log &
+wait_until 10 "nbdfuse did not mount" test -s "$DIR/volumes/bad.qcow2"
 t qemu-img create -q -f qcow2 fresh.qcow2 64M
-dd if=fresh.qcow2 of=mnt/disk conv=notrunc status=none
-ln -s "$TMP/mnt/disk" "$DIR/volumes/bad.qcow2"
+dd if=fresh.qcow2 of="$DIR/volumes/bad.qcow2" conv=notrunc status=none
 new_volume "$DIR" good 64M
 start_blockd "$DIR"
 

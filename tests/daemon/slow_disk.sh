@@ -10,9 +10,11 @@ need_python_nbd
 [[ -c /dev/fuse ]] || skip "no /dev/fuse"
 
 DIR=$TMP/data
-# cleanup unmounts mnt first, then kills nbdkit (HELPER_PIDS).
+# cleanup kills nbdkit (HELPER_PIDS), then unmounts the disk.
 
-mkdir -p mnt "$DIR/volumes"
+mkdir -p "$DIR/volumes"
+# The disk is mounted over the volume file itself (volume files are never links).
+touch "$DIR/volumes/slow.qcow2"
 nbdkit -f -U "$TMP/nbdkit.sock" --filter=pause memory size=256M \
 	pause-control="$TMP/pause.sock" 2>>nbdkit.log &
 HELPER_PIDS+=($!)
@@ -21,15 +23,14 @@ for ((i = 0; i < 200; i++)); do
 	sleep 0.05
 done
 [[ -S $TMP/pause.sock ]] || fail "nbdkit did not start"
-nbdfuse mnt/disk --unix "$TMP/nbdkit.sock" &
+nbdfuse "$DIR/volumes/slow.qcow2" --unix "$TMP/nbdkit.sock" &
 for ((i = 0; i < 200; i++)); do
-	[[ -f mnt/disk ]] && break
+	[[ -s $DIR/volumes/slow.qcow2 ]] && break
 	sleep 0.05
 done
-[[ -f mnt/disk ]] || fail "nbdfuse did not mount"
+[[ -s $DIR/volumes/slow.qcow2 ]] || fail "nbdfuse did not mount"
 t qemu-img create -q -f qcow2 fresh.qcow2 64M
-dd if=fresh.qcow2 of=mnt/disk conv=notrunc status=none
-ln -s "$TMP/mnt/disk" "$DIR/volumes/slow.qcow2"
+dd if=fresh.qcow2 of="$DIR/volumes/slow.qcow2" conv=notrunc status=none
 new_volume "$DIR" fast 64M
 
 start_blockd "$DIR" --threads 1
@@ -48,5 +49,5 @@ t $PYTHON "$DAEMON_TEST_DIR/slow_disk.py" "$DIR" "$TMP/pause.sock" ${SLOW_DISK_S
 	fail "a stopped disk held up other volumes or the API"
 stop_blockd
 qemu_check "$DIR/volumes/fast.qcow2"
-qemu_check mnt/disk
+qemu_check "$DIR/volumes/slow.qcow2"
 echo ok
