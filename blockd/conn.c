@@ -770,8 +770,8 @@ void conn_tick(struct conn *c, time_t now)
 	else if (transmission && d->idle_timeout_sec && waiting_for_client(c) &&
 	         elapsed(c->active, now, d->idle_timeout_sec))
 		conn_break(c, "idle for longer than --idle-timeout");
-	else if (c->att && attachment_gone(c->att))
-		conn_break(c, "the volume was removed");
+	else if (c->att && attachment_cut(c->att))
+		conn_break(c, attachment_cut(c->att));
 	else if (w->stopping && now - w->stop_started >= STOP_GRACE_SEC)
 		conn_break(c, "server stopping");
 	else if (c->paused && !c->closing)

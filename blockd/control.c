@@ -147,11 +147,14 @@ static json_t *volume_json(struct control *ctl, const struct store_info *info, b
 	}
 	iso_time(info->modified, when);
 	o = json_pack("{s:s,s:s,s:I,s:I,s:s,s:I,s:o}", "name", info->name, "state",
-	              info->error ? "error" : "ok", "size", (json_int_t)info->size, "allocated",
-	              (json_int_t)info->allocated, "modified", when, "snapshot_count",
-	              (json_int_t)info->n_snapshots, "attachments", atts);
-	if (info->error)
-		json_object_set_new(o, "error", json_string(info->error));
+	              info->error    ? "error"
+	              : info->fenced ? "fenced"
+	                             : "ok",
+	              "size", (json_int_t)info->size, "allocated", (json_int_t)info->allocated,
+	              "modified", when, "snapshot_count", (json_int_t)info->n_snapshots,
+	              "attachments", atts);
+	if (info->error || info->fenced)
+		json_object_set_new(o, "error", json_string(info->error_text));
 	json_object_set_new(o, "backing",
 	                    info->backing[0] ? json_string(info->backing) : json_null());
 	if (ctl->nbd_tcp[0]) {
@@ -424,6 +427,11 @@ static int metrics(struct control *ctl, struct MHD_Connection *conn)
 	     "# HELP blockd_connections NBD connections open.\n"
 	     "# TYPE blockd_connections gauge\nblockd_connections %u\n",
 	     atomic_load(&ctl->d->connections));
+	emit(&t, "# HELP blockd_volume_state A volume's state (ok, fenced or error), as 1.\n"
+	         "# TYPE blockd_volume_state gauge\n");
+	for (size_t i = 0; i < n; i++)
+		emit(&t, "blockd_volume_state{volume=\"%s\",state=\"%s\"} 1\n", volume_name(all[i]),
+		     store_state(all[i]));
 	emit(&t, "# HELP blockd_volume_bytes_total Bytes read and written per volume.\n"
 	         "# TYPE blockd_volume_bytes_total counter\n");
 	for (size_t i = 0; i < n; i++)
@@ -557,6 +565,9 @@ static int dispatch(struct control *ctl, struct MHD_Connection *conn, const char
 	case ROUTE_SNAPSHOT_DELETE:
 		rc = manage_snapshot_delete(ctl->m, r.volume, r.snapshot, err, sizeof(err));
 		return rc < 0 ? send_failure(conn, rc, err) : send_json(conn, 204, NULL);
+	case ROUTE_VOLUME_RECOVER:
+		rc = manage_recover(ctl->m, r.volume, err, sizeof(err));
+		return rc < 0 ? send_failure(conn, rc, err) : send_volume(ctl, conn, 200, r.volume);
 	case ROUTE_SNAPSHOT_RESTORE:
 		rc = manage_snapshot_restore(ctl->m, r.volume, r.snapshot, err, sizeof(err));
 		return rc < 0 ? send_failure(conn, rc, err) : send_volume(ctl, conn, 200, r.volume);

@@ -201,6 +201,12 @@
  */
 #define VOLUME_IDLE_CLOSE_SEC 10
 
+/*
+ * POST .../recover: how long the volume's connections (cut within a loop's
+ * tick, a second) may take to go before the call gives up.
+ */
+#define RECOVER_WAIT_MS 10000
+
 /* Largest volume: 1 PiB, far past any disk and inside the L1 table cap of 64 KiB clusters. */
 #define MANAGE_MAX_VOLUME_BYTES (1ull << 50)
 

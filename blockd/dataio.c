@@ -149,8 +149,10 @@ static void job_run(struct exec_job *job)
 	pthread_mutex_lock(&im->lock);
 	rc = rq->stage == STAGE_FUA_FLUSH ? qcow_flush(im->img) : job_request(rq, im);
 	/* A refused FAST_ZERO is an answer: nothing to explain. */
-	if (rc < 0 && rc != -ENOTSUP)
+	if (rc < 0 && rc != -ENOTSUP) {
 		snprintf(rq->errmsg, sizeof(rq->errmsg), "%s", qcow_last_error(im->img));
+		image_note_failure(im, rq->c->export_name);
+	}
 	pthread_mutex_unlock(&im->lock);
 	rq->err = rc;
 }
@@ -309,10 +311,12 @@ void data_on_io(struct io_op *op, int res)
 
 void data_dispatch(struct request *rq)
 {
-	if (attachment_gone(rq->c->att)) {
-		/* The volume's file was removed: nothing may reach it any more. */
+	const char *cut = attachment_cut(rq->c->att);
+
+	if (cut) {
+		/* The volume's file was removed, or it is being recovered: nothing may reach it. */
 		rq->err = -EIO;
-		snprintf(rq->errmsg, sizeof(rq->errmsg), "the volume was removed");
+		snprintf(rq->errmsg, sizeof(rq->errmsg), "%s", cut);
 		request_complete(rq);
 		return;
 	}

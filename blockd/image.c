@@ -41,6 +41,7 @@ int image_open(struct image *im, const char *path, int fd, const char *snapshot,
 	qcow_get_info(im->img, &info);
 	im->fd = fd;
 	im->read_only = snapshot != NULL;
+	atomic_store(&im->fenced, 0);
 	im->has_backing = qcow_backing(im->img) != NULL;
 	atomic_store(&im->size, info.size_bytes);
 	return 0;
@@ -56,6 +57,7 @@ void image_init(struct image *im)
 	atomic_init(&im->size, 0);
 	atomic_init(&im->fast_inflight, 0);
 	atomic_init(&im->quiesce_waiters, 0);
+	atomic_init(&im->fenced, 0);
 	exec_queue_init(&im->queue);
 }
 
@@ -82,6 +84,20 @@ void image_abandon(struct image *im)
 	qcow_abandon(im->img);
 	im->img = NULL;
 	im->fd = im->dfd = -1;
+}
+
+void image_note_failure(struct image *im, const char *what)
+{
+	int fenced = qcow_fenced(im->img);
+
+	if (!fenced || atomic_load(&im->fenced))
+		return;
+	snprintf(im->fence_reason, sizeof(im->fence_reason), "%s", qcow_last_error(im->img));
+	atomic_store(&im->fenced, fenced);
+	log_error(
+	    "volume %s: fenced, every flush fails until it is reopened (once its clients have "
+	    "disconnected, or POST .../recover): %s",
+	    what, im->fence_reason);
 }
 
 void image_quiesce(struct image *im)

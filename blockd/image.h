@@ -39,6 +39,13 @@ struct image {
 	atomic_uint quiesce_waiters;
 	pthread_mutex_t quiesce_lock; /* only to sleep on and signal quiesced */
 	pthread_cond_t quiesced;
+	/*
+	 * Non-zero once a failed write-back fenced the open image (every later
+	 * flush fails until it is reopened); fence_reason, written before it
+	 * is set and by one thread only, says what failed.
+	 */
+	atomic_int fenced;
+	char fence_reason[256];
 	/* Pool jobs on this image, one at a time (exec.h). */
 	struct exec_queue queue;
 };
@@ -66,6 +73,12 @@ int image_open(struct image *im, const char *path, int fd, const char *snapshot,
  * the first error (logged, naming WHAT).
  */
 int image_close(struct image *im, const char *what);
+
+/*
+ * With im->lock held, after a call into the library on im->img failed:
+ * notes (and logs, naming WHAT) when the failure fenced the image.
+ */
+void image_note_failure(struct image *im, const char *what);
 
 /* Closes without writing anything: for an image whose file is gone. */
 void image_abandon(struct image *im);

@@ -448,6 +448,7 @@ int manage_resize(struct manager *m, const char *name, uint64_t size, char *err,
 			atomic_store(&im->size, info.size_bytes);
 		} else {
 			snprintf(err, errlen, "%s", qcow_last_error(im->img));
+			image_note_failure(im, name);
 		}
 	}
 	pthread_mutex_unlock(&im->lock);
@@ -495,10 +496,12 @@ int manage_snapshot_create(struct manager *m, const char *name, const char *snap
 		 */
 		image_quiesce(im);
 		rc = qcow_snapshot_create(im->img, snap);
-		if (rc < 0)
+		if (rc < 0) {
 			snprintf(err, errlen, "%s", qcow_last_error(im->img));
-		else
+			image_note_failure(im, name);
+		} else {
 			store_snapshots_changed(vol);
+		}
 	}
 	pthread_mutex_unlock(&im->lock);
 	put_volume(vol, im);
@@ -533,10 +536,12 @@ int manage_snapshot_delete(struct manager *m, const char *name, const char *snap
 	} else {
 		image_quiesce(im);
 		rc = qcow_snapshot_delete(im->img, snap);
-		if (rc < 0)
+		if (rc < 0) {
 			snprintf(err, errlen, "%s", qcow_last_error(im->img));
-		else
+			image_note_failure(im, name);
+		} else {
 			store_snapshots_changed(vol);
+		}
 	}
 	pthread_mutex_unlock(&im->lock);
 out_put:
@@ -578,6 +583,7 @@ int manage_snapshot_restore(struct manager *m, const char *name, const char *sna
 		rc = qcow_snapshot_revert(im->img, snap);
 		if (rc < 0) {
 			snprintf(err, errlen, "%s", qcow_last_error(im->img));
+			image_note_failure(im, name);
 		} else {
 			struct qcow_info info;
 
@@ -633,6 +639,23 @@ int manage_snapshot_stored(struct manager *m, const char *name, const char *snap
 	store_snapshot_close(vol, snap, &im);
 out_put:
 	store_put(vol);
+	return rc;
+}
+
+int manage_recover(struct manager *m, const char *name, char *err, size_t errlen)
+{
+	struct volume *vol;
+	int rc;
+
+	pthread_mutex_lock(&m->lock);
+	rc = get_volume(m, name, &vol, NULL, err, errlen);
+	if (rc == 0) {
+		rc = store_recover(vol, err, errlen);
+		if (rc < 0 && rc != -EBUSY && rc != -ENOMEM)
+			rc = -ENXIO;
+		store_put(vol);
+	}
+	pthread_mutex_unlock(&m->lock);
 	return rc;
 }
 

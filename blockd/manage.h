@@ -38,6 +38,8 @@ int manage_snapshot_restore(struct manager *m, const char *name, const char *sna
  */
 int manage_snapshot_stored(struct manager *m, const char *name, const char *snap, uint64_t *out,
                            char *err, size_t errlen);
+/* POST .../recover: see store_recover(); a failed open is -ENXIO. */
+int manage_recover(struct manager *m, const char *name, char *err, size_t errlen);
 /* SIGHUP: see store_rescan(); returns how many volumes were added. */
 int manage_rescan(struct manager *m);
 

@@ -112,6 +112,8 @@ int route_match(const char *method, const char *url, struct route *r)
 			return no_route(r, 400, "bad_request", "invalid snapshot name");
 		strcpy(r->snapshot, seg[4]);
 	}
+	if (n == 4 && strcmp(seg[3], "recover") == 0)
+		return post ? found(r, ROUTE_VOLUME_RECOVER) : not_allowed(r, "use POST");
 	if ((n >= 4 && strcmp(seg[3], "snapshots") != 0) ||
 	    (n == 6 && strcmp(seg[5], "restore") != 0))
 		return no_route(r, 404, "not_found", "no such endpoint");

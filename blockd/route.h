@@ -10,6 +10,7 @@
  *   GET    /v1/volumes/NAME                    one volume
  *   PATCH  /v1/volumes/NAME                    resize
  *   DELETE /v1/volumes/NAME
+ *   POST   /v1/volumes/NAME/recover            reopen a fenced or failed volume
  *   GET    /v1/volumes/NAME/snapshots          list
  *   POST   /v1/volumes/NAME/snapshots          take one
  *   GET    /v1/volumes/NAME/snapshots/SNAP     one snapshot
@@ -31,6 +32,7 @@ enum route_id {
 	ROUTE_VOLUME_GET,
 	ROUTE_VOLUME_PATCH,
 	ROUTE_VOLUME_DELETE,
+	ROUTE_VOLUME_RECOVER,
 	ROUTE_SNAPSHOTS_GET,
 	ROUTE_SNAPSHOTS_POST,
 	ROUTE_SNAPSHOT_GET,

@@ -52,7 +52,8 @@ struct attachment {
 	enum store_access access;
 	char holder[STORE_HOLDER_MAX];
 	unsigned connections;
-	time_t since; /* wall clock, for the API */
+	unsigned epoch; /* the volume's epoch when attached */
+	time_t since;   /* wall clock, for the API */
 	struct attachment *next;
 };
 
@@ -61,8 +62,9 @@ struct volume {
 	char name[STORE_NAME_MAX + 1];
 	char *path; /* DIR/volumes/NAME.qcow2 (constant) */
 	atomic_uint refs;
-	atomic_bool gone; /* out of the registry for good: connections are cut */
-	bool file_gone;   /* its file was removed: freeing writes nothing */
+	atomic_bool gone;  /* out of the registry for good: connections are cut */
+	atomic_uint epoch; /* moved on by a recovery: older attachments are cut */
+	bool file_gone;    /* its file was removed: freeing writes nothing */
 	/*
 	 * Written with both main.lock and st->lock held, read under either:
 	 * whether the image is open, and if the last open failed, why.
@@ -292,6 +294,25 @@ static int close_locked(struct volume *vol, bool write_back)
 	return rc;
 }
 
+/*
+ * With main.lock held: closes VOL if a failed write-back fenced it and
+ * nothing uses it any more, so that the next open checks and repairs it.
+ */
+static void reopen_if_fenced(struct volume *vol)
+{
+	bool go;
+
+	if (!vol->open || !atomic_load(&vol->main.fenced))
+		return;
+	pthread_mutex_lock(&vol->st->lock);
+	go = idle(vol);
+	pthread_mutex_unlock(&vol->st->lock);
+	if (go) {
+		close_locked(vol, true); /* fails, logged: it is fenced */
+		log_info("volume %s: closed after it was fenced; opening it again", vol->name);
+	}
+}
+
 /* Closes everything of VOL and frees it; 0 or the error closing its image gave. */
 static int free_volume(struct volume *vol)
 {
@@ -368,6 +389,18 @@ int store_get_all(struct store *st, struct volume ***out, size_t *n)
 const char *volume_name(const struct volume *vol)
 {
 	return vol->name;
+}
+
+const char *store_state(struct volume *vol)
+{
+	const char *state;
+
+	pthread_mutex_lock(&vol->st->lock);
+	state = vol->error                                    ? "error"
+	        : vol->open && atomic_load(&vol->main.fenced) ? "fenced"
+	                                                      : "ok";
+	pthread_mutex_unlock(&vol->st->lock);
+	return state;
 }
 
 struct volume_stats *volume_stats(struct volume *vol)
@@ -601,7 +634,8 @@ void store_tick(struct store *st)
 	pthread_mutex_lock(&st->lock);
 	for (struct volume *v = st->volumes; v; v = v->next)
 		if (v->open && !v->close_queued && idle(v) &&
-		    now - v->idle_since >= VOLUME_IDLE_CLOSE_SEC) {
+		    (now - v->idle_since >= VOLUME_IDLE_CLOSE_SEC ||
+		     atomic_load(&v->main.fenced))) {
 			v->close_queued = true;
 			get_ref(v);
 			v->close_job = (struct exec_job){.run = close_idle_job};
@@ -916,6 +950,45 @@ int store_close(struct store *st)
 
 /* ---------------------------------------------------------- attachments */
 
+int store_recover(struct volume *vol, char *err, size_t errlen)
+{
+	struct store *st = vol->st;
+	bool attached = true, healthy;
+	int rc = 0;
+
+	pthread_mutex_lock(&st->lock);
+	healthy = vol->open && !atomic_load(&vol->main.fenced);
+	pthread_mutex_unlock(&st->lock);
+	if (healthy)
+		return 0; /* nothing to recover: its clients stay */
+	/* Its clients go first: they were told of writes the reopened image may not have. */
+	atomic_fetch_add(&vol->epoch, 1);
+	for (int waited = 0; waited < RECOVER_WAIT_MS; waited += STALE_RETRY_MS) {
+		pthread_mutex_lock(&st->lock);
+		attached = vol->attachments != NULL;
+		pthread_mutex_unlock(&st->lock);
+		if (!attached)
+			break;
+		usleep(STALE_RETRY_MS * 1000);
+	}
+	if (attached) {
+		snprintf(err, errlen, "volume %s: its clients did not let go within %d ms",
+		         vol->name, RECOVER_WAIT_MS);
+		return -EBUSY;
+	}
+	pthread_mutex_lock(&vol->main.lock);
+	reopen_if_fenced(vol);
+	if (!vol->open) {
+		rc = open_locked(vol, err, errlen);
+		if (rc < 0)
+			log_error("volume %s: cannot open: %s", vol->name, err);
+		else
+			log_info("volume %s: recovered", vol->name);
+	}
+	pthread_mutex_unlock(&vol->main.lock);
+	return rc;
+}
+
 bool store_has_writer(struct volume *vol, char *who, size_t wholen)
 {
 	bool found = false;
@@ -1039,6 +1112,7 @@ static void open_volume_job(struct exec_job *job)
 	int rc = 0;
 
 	pthread_mutex_lock(&vol->main.lock);
+	reopen_if_fenced(vol);
 	if (!vol->open) {
 		rc = open_locked(vol, err, sizeof(err));
 		if (rc < 0)
@@ -1089,6 +1163,8 @@ static int find_target(struct store *st, const struct store_target *t, const cha
 	*viewp = NULL;
 	if (!vol->open)
 		return -EAGAIN;
+	if (atomic_load(&vol->main.fenced))
+		return idle(vol) ? -EAGAIN : -EIO; /* reopened once its clients are gone */
 	switch (t->access) {
 	case STORE_SNAPSHOT:
 		if (!has_snapshot(vol, t->snapshot, t->snapshot_len))
@@ -1134,7 +1210,7 @@ static int start_open(struct store *st, struct volume *vol, const struct store_t
 	void (*run)(struct exec_job *) = open_volume_job;
 
 	/* The claim keeps the snapshot (and the volume open) meanwhile. */
-	if (vol->open) {
+	if (vol->open && !atomic_load(&vol->main.fenced)) {
 		if (!claim_view(vol, t->snapshot, t->snapshot_len))
 			return -ENOMEM;
 		run = open_view_job;
@@ -1180,11 +1256,13 @@ int store_attach(struct store *st, const struct store_target *t, const char *hol
 	pthread_mutex_lock(&st->lock);
 	rc = find_target(st, t, holder, out, &vol, &v, writer);
 	if (rc == -EAGAIN)
-		rc = vol->open ? -ENOENT : start_open(st, vol, t, w);
+		rc = vol->open && !atomic_load(&vol->main.fenced) ? -ENOENT
+		                                                  : start_open(st, vol, t, w);
 	if (rc < 0)
 		goto out;
 	for (a = vol->attachments; a; a = a->next)
-		if (a->view == v && a->access == t->access && strcmp(a->holder, holder) == 0)
+		if (a->view == v && a->access == t->access &&
+		    a->epoch == atomic_load(&vol->epoch) && strcmp(a->holder, holder) == 0)
 			break;
 	if (!a) {
 		a = calloc(1, sizeof(*a));
@@ -1196,6 +1274,7 @@ int store_attach(struct store *st, const struct store_target *t, const char *hol
 		a->view = v;
 		a->im = v ? &v->im : &vol->main;
 		a->access = t->access;
+		a->epoch = atomic_load(&vol->epoch);
 		a->since = time(NULL);
 		snprintf(a->holder, sizeof(a->holder), "%s", holder);
 		a->next = vol->attachments;
@@ -1259,9 +1338,13 @@ const char *attachment_volume_name(const struct attachment *att)
 	return att->vol->name;
 }
 
-bool attachment_gone(const struct attachment *att)
+const char *attachment_cut(const struct attachment *att)
 {
-	return atomic_load_explicit(&att->vol->gone, memory_order_relaxed);
+	if (atomic_load_explicit(&att->vol->gone, memory_order_relaxed))
+		return "the volume was removed";
+	if (atomic_load_explicit(&att->vol->epoch, memory_order_relaxed) != att->epoch)
+		return "the volume is being recovered";
+	return NULL;
 }
 
 int store_list_entry(struct store *st, size_t index, char vol[STORE_NAME_MAX + 1],
@@ -1421,7 +1504,14 @@ int store_info(struct volume *vol, bool with_snapshots, struct store_info *out)
 	if (vol->error) {
 		snprintf(out->error_text, sizeof(out->error_text), "%s", vol->error);
 		out->error = out->error_text;
-	} else {
+	} else if (vol->open && atomic_load(&vol->main.fenced)) {
+		snprintf(out->error_text, sizeof(out->error_text),
+		         "a write-back failed, so every flush fails until it is reopened (once its "
+		         "clients have disconnected, or POST .../recover): %s",
+		         vol->main.fence_reason);
+		out->fenced = true;
+	}
+	if (!vol->error) {
 		out->size = atomic_load(&vol->main.size);
 		snprintf(out->backing, sizeof(out->backing), "%s",
 		         vol->backing ? vol->backing : "");

@@ -143,8 +143,12 @@ void store_detach(struct attachment *att);
 struct image *attachment_image(const struct attachment *att);
 struct volume_stats *attachment_stats(const struct attachment *att);
 const char *attachment_volume_name(const struct attachment *att);
-/* True once the volume was dropped (its file removed): its connections are to be cut. */
-bool attachment_gone(const struct attachment *att);
+/*
+ * NULL, or why the attachment's connections are to be cut: the volume was
+ * dropped (its file removed), or it is being recovered (its image reopened,
+ * so nothing its clients were told before may be confirmed by a flush).
+ */
+const char *attachment_cut(const struct attachment *att);
 
 /*
  * Entry INDEX of the targets a client may attach (every served volume and
@@ -169,6 +173,8 @@ void store_put(struct volume *vol);
 int store_get_all(struct store *st, struct volume ***out, size_t *n);
 
 const char *volume_name(const struct volume *vol);
+/* "ok", "fenced" (a failed write-back: see store_recover()) or "error" (its open failed). */
+const char *store_state(struct volume *vol);
 struct volume_stats *volume_stats(struct volume *vol);
 /*
  * The volume's image, opened if it is not (blocking: the disk, the image
@@ -206,9 +212,10 @@ struct store_info {
 	char backing[4096]; /* canonical path of the backing file, or "" */
 	size_t n_snapshots;
 	struct store_snapshot *snapshots; /* with_snapshots only */
+	bool fenced;                      /* a failed write-back fenced it: error_text says which */
 	size_t n_holders;
 	struct store_holder *holders;
-	char error_text[256];
+	char error_text[512];
 };
 int store_info(struct volume *vol, bool with_snapshots, struct store_info *out);
 void store_info_free(struct store_info *info);
@@ -238,6 +245,14 @@ void store_removed(struct volume *vol);
  * volumes it added.
  */
 int store_rescan(struct store *st);
+
+/*
+ * Reopens VOL (checked and repaired as at start) after a failed
+ * write-back fenced it, or retries a volume whose open failed: its
+ * connections are cut first (they reconnect to the reopened volume).
+ * 0, or -errno with ERR.  Serialised by the caller (manage.c's lock).
+ */
+int store_recover(struct volume *vol, char *err, size_t errlen);
 
 /* True when some holder has VOL attached read-write; WHO gets its name. */
 bool store_has_writer(struct volume *vol, char *who, size_t wholen);

@@ -31,6 +31,11 @@ void set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+int qcow_fenced(const struct qcow_image *img)
+{
+	return img->fenced;
+}
+
 const char *qcow_last_error(const struct qcow_image *img)
 {
 	return img->errmsg[0] ? img->errmsg : "no error";

@@ -9,6 +9,7 @@
  *     info [--json] NAME      one volume, its attachments and snapshots
  *     resize NAME [+|-]SIZE   grow or shrink a volume
  *     delete NAME             remove a volume
+ *     recover NAME            reopen a fenced volume (or retry one that failed to open)
  *     import / export         copy data in or out over NBD (transfer.c)
  *
  * Names are the daemon's to judge: they are sent as given (escaped in
@@ -32,12 +33,13 @@
 /* Widest NAME column of the table; longer names widen only their row. */
 #define NAME_COLUMN_MAX 40
 
-#define CREATE_USAGE "blockctl volume create NAME SIZE"
-#define CLONE_USAGE  "blockctl volume clone VOL@SNAP NAME"
-#define LIST_USAGE   "blockctl volume list [--json]"
-#define INFO_USAGE   "blockctl volume info [--json] NAME"
-#define RESIZE_USAGE "blockctl volume resize NAME [+|-]SIZE"
-#define DELETE_USAGE "blockctl volume delete NAME"
+#define CREATE_USAGE  "blockctl volume create NAME SIZE"
+#define CLONE_USAGE   "blockctl volume clone VOL@SNAP NAME"
+#define LIST_USAGE    "blockctl volume list [--json]"
+#define INFO_USAGE    "blockctl volume info [--json] NAME"
+#define RESIZE_USAGE  "blockctl volume resize NAME [+|-]SIZE"
+#define DELETE_USAGE  "blockctl volume delete NAME"
+#define RECOVER_USAGE "blockctl volume recover NAME"
 
 /* ------------------------------------------------------------------------ */
 /* Helpers */
@@ -171,6 +173,27 @@ static int cmd_delete(int argc, char **argv, const char *usage)
 	    ctl_check_name("volume", argv[optind], usage) < 0)
 		return BLOCKCTL_EXIT_USAGE;
 	return volume_call("DELETE", argv[optind], NULL, argv[optind]);
+}
+
+/* Cuts the volume's clients and reopens it: after a failed write-back fenced it. */
+static int cmd_recover(int argc, char **argv, const char *usage)
+{
+	char *path;
+	int ret;
+
+	ret = parse_simple_options(argc, argv, usage, NULL);
+	if (ret >= 0)
+		return ret;
+	if (image_check_operands(argc, argv, 1, 1, usage) < 0 ||
+	    ctl_check_name("volume", argv[optind], usage) < 0)
+		return BLOCKCTL_EXIT_USAGE;
+	path = volume_path(argv[optind], "/recover");
+	ret = path ? ctl_request("POST", path, NULL, argv[optind], NULL) : -ENOMEM;
+	free(path);
+	if (ret < 0)
+		return BLOCKCTL_EXIT_FAILURE;
+	printf("Volume recovered.\n");
+	return EXIT_SUCCESS;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -460,6 +483,7 @@ static const struct volume_cmd volume_cmds[] = {
     {"info", INFO_USAGE, cmd_info},
     {"resize", RESIZE_USAGE, cmd_resize},
     {"delete", DELETE_USAGE, cmd_delete},
+    {"recover", RECOVER_USAGE, cmd_recover},
     {"import", IMPORT_USAGE, volume_cmd_import},
     {"export", EXPORT_USAGE, volume_cmd_export},
 };
@@ -467,7 +491,7 @@ static const struct volume_cmd volume_cmds[] = {
 #define VOLUME_CMDS_COUNT (sizeof(volume_cmds) / sizeof(volume_cmds[0]))
 #define VOLUME_CMDS_USAGE                                                                          \
 	"blockctl [--data-dir DIR] [--control PATH] volume "                                       \
-	"{create|clone|list|info|resize|delete|import|export} ..."
+	"{create|clone|list|info|resize|delete|recover|import|export} ..."
 
 void volume_print_usage(FILE *f)
 {

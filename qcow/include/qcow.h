@@ -329,6 +329,13 @@ int qcow_check(struct qcow_image *img, unsigned repair, struct qcow_check_result
 /* The message of the last failed call on img. */
 const char *qcow_last_error(const struct qcow_image *img);
 
+/*
+ * 0, or the -errno of the failed write-back or sync that fenced the image:
+ * what it did not save may be lost, so every later flush fails until the
+ * image is closed and opened again (which repairs what the dirty bit says).
+ */
+int qcow_fenced(const struct qcow_image *img);
+
 /* True if buf starts with the qcow2 magic (needs at least 4 bytes). */
 bool qcow_probe(const void *buf, size_t len);
 

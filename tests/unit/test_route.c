@@ -36,6 +36,7 @@ Test(route, every_route)
 	expect_route("GET", "/v1/volumes/vm1", ROUTE_VOLUME_GET, "vm1", "");
 	expect_route("PATCH", "/v1/volumes/vm1", ROUTE_VOLUME_PATCH, "vm1", "");
 	expect_route("DELETE", "/v1/volumes/vm1", ROUTE_VOLUME_DELETE, "vm1", "");
+	expect_route("POST", "/v1/volumes/vm1/recover", ROUTE_VOLUME_RECOVER, "vm1", "");
 	expect_route("GET", "/v1/volumes/vm1/snapshots", ROUTE_SNAPSHOTS_GET, "vm1", "");
 	expect_route("POST", "/v1/volumes/vm1/snapshots", ROUTE_SNAPSHOTS_POST, "vm1", "");
 	expect_route("GET", "/v1/volumes/vm1/snapshots/s1", ROUTE_SNAPSHOT_GET, "vm1", "s1");
@@ -93,11 +94,13 @@ Test(route, unknown_paths)
 	expect_refusal("POST", "/v1/volumes/vm1/snapshots/s1/revert", 404, "not_found");
 	expect_refusal("GET", "/v1/volumes/vm1/snapshots/s1/restore/x", 404, "not_found");
 	expect_refusal("GET", "/v1/volumes/vm1/snapshots/s1/restore/x/y/z", 404, "not_found");
+	expect_refusal("POST", "/v1/volumes/vm1/recover/x", 404, "not_found");
 }
 
 Test(route, wrong_methods)
 {
 	expect_refusal("POST", "/metrics", 405, "method_not_allowed");
+	expect_refusal("GET", "/v1/volumes/vm1/recover", 405, "method_not_allowed");
 	expect_refusal("DELETE", "/v1/volumes", 405, "method_not_allowed");
 	expect_refusal("PATCH", "/v1/volumes", 405, "method_not_allowed");
 	expect_refusal("POST", "/v1/volumes/vm1", 405, "method_not_allowed");
