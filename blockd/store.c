@@ -62,9 +62,9 @@ struct volume {
 	char name[STORE_NAME_MAX + 1];
 	char *path; /* DIR/volumes/NAME.qcow2 (constant) */
 	atomic_uint refs;
-	atomic_bool gone;  /* out of the registry for good: connections are cut */
-	atomic_uint epoch; /* moved on by a recovery: older attachments are cut */
-	bool file_gone;    /* its file was removed: freeing writes nothing */
+	atomic_bool gone;      /* out of the registry for good: connections are cut */
+	atomic_uint epoch;     /* moved on by a recovery: older attachments are cut */
+	atomic_bool file_gone; /* its file was removed: freeing writes nothing */
 	/*
 	 * Written with both main.lock and st->lock held, read under either:
 	 * whether the image is open, and if the last open failed, why.
@@ -285,7 +285,7 @@ static int close_locked(struct volume *vol, bool write_back)
 		image_fini(&v->im);
 		free(v);
 	}
-	if (vol->file_gone || !write_back)
+	if (atomic_load(&vol->file_gone) || !write_back)
 		image_abandon(&vol->main);
 	else
 		rc = image_close(&vol->main, vol->name);
@@ -318,7 +318,7 @@ static int free_volume(struct volume *vol)
 {
 	int rc = 0;
 
-	if (vol->open && (rc = close_locked(vol, true)) == 0 && !vol->file_gone)
+	if (vol->open && (rc = close_locked(vol, true)) == 0 && !atomic_load(&vol->file_gone))
 		log_debug("volume %s: closed cleanly", vol->name);
 	image_fini(&vol->main);
 	free_snaps(vol->snaps, vol->n_snaps);
@@ -713,7 +713,7 @@ void store_restore_link(struct store *st, struct volume *vol)
 
 void store_removed(struct volume *vol)
 {
-	vol->file_gone = true;
+	atomic_store(&vol->file_gone, true);
 	store_put(vol); /* the registry's reference */
 }
 
@@ -779,7 +779,7 @@ static void drop_vanished(struct store *st)
 			log_warn("volume %s: %s was removed or replaced; dropped, its connections "
 			         "are cut",
 			         vol->name, vol->path);
-			vol->file_gone = true;
+			atomic_store(&vol->file_gone, true);
 			store_put(vol); /* the registry's reference */
 		}
 		store_put(vol);
