@@ -86,7 +86,7 @@ struct volume {
 	unsigned uses;     /* control calls and private readers that need the image open */
 	time_t idle_since; /* CLOCK_MONOTONIC seconds when it was last opened or let go */
 	bool close_queued; /* an idle close is on its queue */
-	struct volume *next;
+	struct volume *next, *hnext; /* in the list, in its hash bucket */
 	/* Atomics: */
 	struct volume_stats stats;
 	struct exec_job free_job, close_job;
@@ -101,8 +101,11 @@ struct store {
 	uint64_t cache_bytes;
 	struct exec *exec;
 	struct exec_queue free_queue;
-	struct volume *volumes; /* guarded by lock */
-	bool starting;          /* the first scan, before anything else runs */
+	/* Guarded by lock: the volumes, listed and by name (a chained hash table). */
+	struct volume *volumes;
+	struct volume **buckets;
+	size_t n_buckets, n_volumes;
+	bool starting; /* the first scan, before anything else runs */
 };
 
 int sync_dir(const char *path)
@@ -222,12 +225,59 @@ void store_snapshot_stored(struct volume *vol, const char *id, uint64_t stored)
 
 /* ------------------------------------------------------ volumes, refs */
 
+/* FNV-1a: names are short and chosen by operators, not by clients. */
+static size_t name_hash(const char *name, size_t len)
+{
+	uint64_t h = 14695981039346656037ull;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)name[i]) * 1099511628211ull;
+	return (size_t)h;
+}
+
 static struct volume *find_volume(struct store *st, const char *name, size_t len)
 {
-	for (struct volume *v = st->volumes; v; v = v->next)
+	struct volume *v = st->buckets[name_hash(name, len) % st->n_buckets];
+
+	for (; v; v = v->hnext)
 		if (strlen(v->name) == len && memcmp(v->name, name, len) == 0)
 			return v;
 	return NULL;
+}
+
+/* Twice the buckets once there are more volumes than buckets; without memory, longer chains. */
+static void grow_buckets(struct store *st)
+{
+	size_t n = st->n_buckets * 2;
+	struct volume **b;
+
+	if (st->n_volumes <= st->n_buckets || !(b = calloc(n, sizeof(*b))))
+		return;
+	for (size_t i = 0; i < st->n_buckets; i++)
+		while (st->buckets[i]) {
+			struct volume *v = st->buckets[i];
+			size_t k = name_hash(v->name, strlen(v->name)) % n;
+
+			st->buckets[i] = v->hnext;
+			v->hnext = b[k];
+			b[k] = v;
+		}
+	free(st->buckets);
+	st->buckets = b;
+	st->n_buckets = n;
+}
+
+static void link_volume(struct store *st, struct volume *vol)
+{
+	struct volume **bucket =
+	    &st->buckets[name_hash(vol->name, strlen(vol->name)) % st->n_buckets];
+
+	vol->next = st->volumes;
+	st->volumes = vol;
+	vol->hnext = *bucket;
+	*bucket = vol;
+	st->n_volumes++;
+	grow_buckets(st);
 }
 
 static void unlink_volume(struct store *st, struct volume *vol)
@@ -238,6 +288,12 @@ static void unlink_volume(struct store *st, struct volume *vol)
 		pp = &(*pp)->next;
 	*pp = vol->next;
 	vol->next = NULL;
+	pp = &st->buckets[name_hash(vol->name, strlen(vol->name)) % st->n_buckets];
+	while (*pp != vol)
+		pp = &(*pp)->hnext;
+	*pp = vol->hnext;
+	vol->hnext = NULL;
+	st->n_volumes--;
 }
 
 static time_t mono_sec(void)
@@ -663,8 +719,7 @@ int store_adopt(struct store *st, const char *name, char *err, size_t errlen)
 	}
 	if (old) /* an earlier failure to open it, retried */
 		unlink_volume(st, old);
-	vol->next = st->volumes;
-	st->volumes = vol;
+	link_volume(st, vol);
 	pthread_mutex_unlock(&st->lock);
 	if (old)
 		store_put(old);
@@ -706,8 +761,7 @@ void store_restore_link(struct store *st, struct volume *vol)
 {
 	pthread_mutex_lock(&st->lock);
 	atomic_store(&vol->gone, false);
-	vol->next = st->volumes;
-	st->volumes = vol;
+	link_volume(st, vol);
 	pthread_mutex_unlock(&st->lock);
 }
 
@@ -886,6 +940,12 @@ int store_open(const struct store_config *cfg, struct store **out)
 
 	if (!st)
 		return -ENOMEM;
+	st->n_buckets = 256;
+	st->buckets = calloc(st->n_buckets, sizeof(*st->buckets));
+	if (!st->buckets) {
+		free(st);
+		return -ENOMEM;
+	}
 	pthread_mutex_init(&st->lock, NULL);
 	st->cache_bytes = cfg->cache_bytes;
 	st->exec = cfg->exec;
@@ -923,6 +983,7 @@ int store_open(const struct store_config *cfg, struct store **out)
 
 out_free:
 	pthread_mutex_destroy(&st->lock);
+	free(st->buckets);
 	free(st);
 	return rc;
 }
@@ -943,6 +1004,7 @@ int store_close(struct store *st)
 		if (rc < 0 && first == 0)
 			first = rc;
 	}
+	free(st->buckets);
 	pthread_mutex_destroy(&st->lock);
 	free(st);
 	return first;

@@ -54,8 +54,10 @@ with open(sys.argv[2], "wb") as f:
         f.write(rng.randbytes(1 << 20) if rng.random() < 0.7 else bytes(1 << 20))
     f.truncate(size)
 PY
-t qemu-img convert -q -f raw -O qcow2 base.raw base.qcow2
-t qemu-img create -q -f qcow2 -b "$TMP/base.qcow2" -F qcow2 "$DIR/volumes/over.qcow2"
+# In DIR/bases: blockd serves no backing file from outside its data directory.
+mkdir -p "$DIR/bases"
+t qemu-img convert -q -f raw -O qcow2 base.raw "$DIR/bases/base.qcow2"
+t qemu-img create -q -f qcow2 -b "$DIR/bases/base.qcow2" -F qcow2 "$DIR/volumes/over.qcow2"
 cp "$DIR/volumes/over.qcow2" qemu/over.qcow2
 
 start_blockd "$DIR"
