@@ -62,6 +62,13 @@ static int fio_punch_hole(void *ctx, uint64_t off, uint64_t len)
 	return qcow_posix_ops.punch_hole(f->posix, off, len);
 }
 
+static int fio_allocate(void *ctx, uint64_t off, uint64_t len)
+{
+	struct fileio *f = ctx;
+
+	return qcow_posix_ops.allocate(f->posix, off, len);
+}
+
 static int fio_truncate(void *ctx, uint64_t size)
 {
 	struct fileio *f = ctx;
@@ -91,6 +98,7 @@ const struct qcow_io_ops fileio_ops = {
     .pwrite = fio_pwrite,
     .sync = fio_sync,
     .punch_hole = fio_punch_hole,
+    .allocate = fio_allocate,
     .truncate = fio_truncate,
     .get_size = fio_get_size,
     .close = fio_close,

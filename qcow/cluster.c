@@ -67,16 +67,21 @@ static int l2_make_private(struct qcow_image *img, uint64_t l1i, uint64_t old_of
 		goto out_put;
 	err = meta_add(&img->meta, cluster_of(img, new_off), META_L2);
 	if (err < 0)
-		goto out_put;
+		goto out_unalloc;
 	err = l2_get(img, new_off, true, slot);
-	if (err < 0)
-		goto out_put;
+	if (err < 0) {
+		meta_remove(&img->meta, cluster_of(img, new_off));
+		goto out_unalloc;
+	}
 	if (old_off)
 		memcpy(cache_table(&img->l2_cache, *slot), cache_table(&img->l2_cache, old_slot),
 		       img->cluster_size);
 	l1_set(img, l1i, new_off | QCOW_OFLAG_COPIED);
 	if (old_off)
 		err = free_later(img, cluster_of(img, old_off));
+	goto out_put;
+out_unalloc:
+	unalloc_clusters(img, new_off, 1);
 out_put:
 	if (old_slot >= 0)
 		table_put(&img->l2_cache, old_slot);

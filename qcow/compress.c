@@ -152,9 +152,11 @@ int qcow_write_compressed(struct qcow_image *img, const void *buf, uint64_t off,
 	err = classify(img, e, &kind, &old_host);
 	if (err == 0)
 		err = place_compressed(img, size, &host);
-	if (err == 0)
-		err = host_write(img, img->cscratch, size, host);
-	if (err == 0) {
+	if (err == 0 && (err = host_write(img, img->cscratch, size, host)) < 0) {
+		/* Not mapped: its count goes back, and packing starts afresh. */
+		unalloc_clusters(img, host, 1);
+		img->cpos = 0;
+	} else if (err == 0) {
 		uint64_t sectors = ((host + size - 1) >> 9) - (host >> 9);
 
 		l2_set_entry(img, &ref, QCOW_OFLAG_COMPRESSED | (sectors << x) | host);

@@ -175,8 +175,12 @@ struct qcow_image {
 	struct meta_map meta;
 
 	/* Allocation. */
-	uint64_t end_cluster;   /* first cluster index past everything in use */
-	uint64_t free_hint;     /* no free cluster below this index */
+	uint64_t end_cluster; /* first cluster index past everything in use */
+	uint64_t free_hint;   /* no free cluster below this index */
+	/* Clusters [reserved_lo, reserved_hi) have host space reserved, none punched since. */
+	uint64_t reserved_lo, reserved_hi;
+	bool cannot_reserve;    /* ops->allocate said -EOPNOTSUPP: do not ask again */
+	bool fixed_reserved;    /* reserve_fixed_tables() succeeded */
 	uint64_t *pending_free; /* cluster indices to decrement at next flush */
 	uint32_t npending, pending_cap;
 	bool meta_dirty; /* something to write back on flush */
@@ -232,6 +236,14 @@ int refcount_get(struct qcow_image *img, uint64_t cluster, uint64_t *rc);
 int refcount_set(struct qcow_image *img, uint64_t cluster, uint64_t rc);
 int refcount_add(struct qcow_image *img, uint64_t cluster);
 int alloc_clusters(struct qcow_image *img, uint64_t n, uint64_t *offset);
+void unalloc_clusters(struct qcow_image *img, uint64_t offset, uint64_t n);
+/*
+ * Reserves host space, once per open, for the tables rewritten in place
+ * (header, refcount table, L1 table): creators leave them sparse (an L1
+ * table of zeros is a hole), and their first write, at a flush, must not be
+ * what finds the disk full.  Called before a change; 0 or -ENOSPC.
+ */
+int reserve_fixed_tables(struct qcow_image *img);
 int free_later(struct qcow_image *img, uint64_t cluster);
 int free_range_later(struct qcow_image *img, uint64_t host_off, uint64_t bytes);
 int apply_pending_frees(struct qcow_image *img);

@@ -145,7 +145,7 @@ int check_writable(struct qcow_image *img)
 		return qcow_fail(img, -EROFS, "image is open read-only");
 	if (img->fenced)
 		return qcow_fail(img, -EIO, "an earlier write-back failed; reopen the image");
-	return 0;
+	return reserve_fixed_tables(img);
 }
 
 static int host_read(struct qcow_image *img, void *buf, size_t len, uint64_t off)
@@ -290,7 +290,7 @@ static int write_cluster(struct qcow_image *img, const uint8_t *data, uint64_t o
 	uint64_t cluster_off = off - in, e, host, target;
 	enum qcow_map_kind kind;
 	struct l2_ref ref;
-	bool present;
+	bool present, fresh = false;
 	int err;
 
 	err = l2_lookup(img, off, true, &present, &ref);
@@ -316,6 +316,7 @@ static int write_cluster(struct qcow_image *img, const uint8_t *data, uint64_t o
 
 		if ((err = alloc_clusters(img, 1, &target)) < 0)
 			goto out_release;
+		fresh = true;
 		/*
 		 * A cluster past everything the file ever held reads as zeros
 		 * already (a hole, or past the end of the file): when the old
@@ -326,14 +327,14 @@ static int write_cluster(struct qcow_image *img, const uint8_t *data, uint64_t o
 		     (kind == QCOW_MAP_UNALLOCATED && !backing_covers(img, cluster_off)))) {
 			err = host_write(img, data, n, target + in);
 			if (err < 0)
-				goto out_release;
+				goto out_unalloc;
 			goto map;
 		}
 	}
 	if (n < cs) {
 		err = read_old_cluster(img, e, kind, host, cluster_off);
 		if (err < 0)
-			goto out_release;
+			goto out_unalloc;
 	}
 	if (data && n == cs) {
 		err = host_write(img, data, cs, target);
@@ -345,10 +346,15 @@ static int write_cluster(struct qcow_image *img, const uint8_t *data, uint64_t o
 		err = host_write(img, img->scratch, cs, target);
 	}
 	if (err < 0)
-		goto out_release;
+		goto out_unalloc;
 map:
 	l2_set_entry(img, &ref, target | QCOW_OFLAG_COPIED);
 	err = release_entry(img, e, kind, host, target);
+	goto out_release;
+out_unalloc:
+	/* Not mapped: the new cluster goes back (a full disk must not leak). */
+	if (fresh)
+		unalloc_clusters(img, target, 1);
 out_release:
 	l2_release(img, &ref);
 	return err;
@@ -366,7 +372,7 @@ static int64_t write_fresh_clusters(struct qcow_image *img, const uint8_t *data,
                                     uint64_t len)
 {
 	uint32_t first = (uint32_t)((off >> img->cluster_bits) & (img->l2_entries - 1));
-	uint64_t n = len >> img->cluster_bits, target;
+	uint64_t n = len >> img->cluster_bits, target, k = 0;
 	struct l2_ref ref;
 	bool present;
 	int err;
@@ -383,8 +389,8 @@ static int64_t write_fresh_clusters(struct qcow_image *img, const uint8_t *data,
 		goto out_release;
 	err = host_write(img, data, n << img->cluster_bits, target);
 	if (err < 0)
-		goto out_release;
-	for (uint64_t k = 0; k < n; k++) {
+		goto out_unalloc;
+	for (; k < n; k++) {
 		uint64_t e, host;
 		enum qcow_map_kind kind;
 
@@ -392,14 +398,19 @@ static int64_t write_fresh_clusters(struct qcow_image *img, const uint8_t *data,
 		e = l2_entry(img, &ref);
 		err = classify(img, e, &kind, &host);
 		if (err < 0)
-			goto out_release;
+			goto out_unalloc;
 		l2_set_entry(img, &ref, (target + (k << img->cluster_bits)) | QCOW_OFLAG_COPIED);
 		err = release_entry(img, e, kind, host, 0);
-		if (err < 0)
-			goto out_release;
+		if (err < 0) {
+			k++;
+			goto out_unalloc;
+		}
 	}
 	l2_release(img, &ref);
 	return (int64_t)(n << img->cluster_bits);
+out_unalloc:
+	/* The clusters not mapped yet go back (a full disk must not leak). */
+	unalloc_clusters(img, target + (k << img->cluster_bits), n - k);
 out_release:
 	l2_release(img, &ref);
 	return err;

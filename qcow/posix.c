@@ -79,6 +79,18 @@ static int posix_punch_hole(void *ctx, uint64_t off, uint64_t len)
 	return 0;
 }
 
+static int posix_allocate(void *ctx, uint64_t off, uint64_t len)
+{
+	struct posix_file *f = ctx;
+
+	/* Unwritten extents: they read as zeros, and the size stays. */
+	while (fallocate(f->fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
 static int posix_truncate(void *ctx, uint64_t size)
 {
 	struct posix_file *f = ctx;
@@ -110,6 +122,7 @@ const struct qcow_io_ops qcow_posix_ops = {
     .pwrite = posix_pwrite,
     .sync = posix_sync,
     .punch_hole = posix_punch_hole,
+    .allocate = posix_allocate,
     .truncate = posix_truncate,
     .get_size = posix_get_size,
     .close = posix_close,

@@ -42,6 +42,15 @@
 #define QCOW_MAX_CACHED_TABLES 65536u
 
 /*
+ * Space at the end of the file is reserved ahead of allocation (refcount.c)
+ * by a sixteenth of what the file uses, within these bounds: a growing
+ * image makes few fallocate calls, and an image left alone keeps at most
+ * this much reserved and unused past its end.
+ */
+#define QCOW_RESERVE_AHEAD_MIN_BYTES (1ull << 20)
+#define QCOW_RESERVE_AHEAD_MAX_BYTES (32ull << 20)
+
+/*
  * Clusters whose refcount drops wait for the next flush, so that they are
  * not reused before the mapping that dropped them is on disk; past this
  * many the image flushes on its own.

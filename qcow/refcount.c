@@ -11,7 +11,15 @@
  * header to it in one write.
  *
  * Decrements are never applied at once: free_later() queues them until the
- * mapping that dropped the cluster is on disk (tables.c, step 5).
+ * mapping that dropped the cluster is on disk (tables.c, step 5).  The one
+ * exception is unalloc_clusters(), for clusters no mapping ever named.
+ *
+ * Host space for clusters is reserved (reserve_space()) before they are
+ * counted, so that ENOSPC shows while nothing has changed yet, and nothing
+ * written to them later, data or tables written back at a flush, can fail
+ * for lack of space.  An error found only when a sync writes dirty pages
+ * back would have to fence the image: Linux may drop pages whose writeback
+ * failed, and a later flush must not claim them.
  */
 #include <stdlib.h>
 
@@ -144,6 +152,97 @@ static void note_in_use(struct qcow_image *img, uint64_t first, uint64_t n)
 		img->end_cluster = first + n;
 }
 
+/* How far past the end of what is in use a reservation runs ahead, in clusters. */
+static uint64_t reserve_ahead(const struct qcow_image *img)
+{
+	uint64_t bytes = (img->end_cluster << img->cluster_bits) / 16;
+
+	if (bytes < QCOW_RESERVE_AHEAD_MIN_BYTES)
+		bytes = QCOW_RESERVE_AHEAD_MIN_BYTES;
+	if (bytes > QCOW_RESERVE_AHEAD_MAX_BYTES)
+		bytes = QCOW_RESERVE_AHEAD_MAX_BYTES;
+	return (bytes + img->cluster_size - 1) >> img->cluster_bits;
+}
+
+/*
+ * Reserves host space for clusters [first, first + n), and *ahead more
+ * after them if that fits (else sets *ahead to 0).  -ENOSPC or -EDQUOT
+ * when even the n do not fit; a file system that cannot reserve is not
+ * asked again.
+ */
+static int allocate_space(struct qcow_image *img, uint64_t first, uint64_t n, uint64_t *ahead)
+{
+	unsigned cb = img->cluster_bits;
+	int err;
+
+	if (!img->ops->allocate || img->cannot_reserve)
+		return 0;
+	err = img->ops->allocate(img->ctx, first << cb, (n + *ahead) << cb);
+	if ((err == -ENOSPC || err == -EDQUOT) && *ahead) {
+		*ahead = 0;
+		err = img->ops->allocate(img->ctx, first << cb, n << cb);
+	}
+	if (err == -EOPNOTSUPP) {
+		img->cannot_reserve = true;
+		return 0;
+	}
+	if (err < 0)
+		return qcow_fail(img, err, "no room for %llu clusters at 0x%llx: %s",
+		                 (unsigned long long)n, (unsigned long long)(first << cb),
+		                 strerror(-err));
+	return 0;
+}
+
+/*
+ * Reserves host space for clusters [first, first + n), to be called before
+ * they are counted.  Past the end of what is in use the reservation runs
+ * ahead, so that a growing image asks rarely.
+ */
+static int reserve_space(struct qcow_image *img, uint64_t first, uint64_t n)
+{
+	uint64_t end = first + n, ahead = 0;
+	int err;
+
+	if (first >= img->reserved_lo && end <= img->reserved_hi)
+		return 0;
+	if (end > img->end_cluster)
+		ahead = reserve_ahead(img);
+	err = allocate_space(img, first, n, &ahead);
+	if (err < 0)
+		return err;
+	if (end > img->end_cluster) {
+		img->reserved_lo = first;
+		img->reserved_hi = end + ahead;
+	}
+	return 0;
+}
+
+int reserve_fixed_tables(struct qcow_image *img)
+{
+	uint64_t cs = img->cluster_size, none = 0;
+	const struct {
+		uint64_t off, bytes;
+	} t[] = {
+	    {0, cs},
+	    {img->reftable_offset, (uint64_t)img->reftable_clusters * cs},
+	    {img->l1_offset, 8 * (uint64_t)img->l1_size},
+	};
+	int err;
+
+	if (img->fixed_reserved || !img->writable)
+		return 0;
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		if (!t[i].bytes)
+			continue;
+		err = allocate_space(img, cluster_of(img, t[i].off), (t[i].bytes + cs - 1) / cs,
+		                     &none);
+		if (err < 0)
+			return err;
+	}
+	img->fixed_reserved = true;
+	return 0;
+}
+
 /* A new refcount block at the first cluster of range rt, counting itself. */
 static int new_refblock(struct qcow_image *img, uint64_t rt)
 {
@@ -158,6 +257,9 @@ static int new_refblock(struct qcow_image *img, uint64_t rt)
 		return qcow_fail(img, -EIO,
 		                 "corrupt image: clusters in use at 0x%llx have no refcount block",
 		                 (unsigned long long)off);
+	err = reserve_space(img, c0, 1);
+	if (err < 0)
+		return err;
 	note_in_use(img, c0, 1);
 	err = meta_add(&img->meta, c0, META_REFBLOCK);
 	if (err == 0)
@@ -276,6 +378,9 @@ static int grow_reftable(struct qcow_image *img, uint64_t need)
 		                 QCOW_MAX_REFTABLE_BYTES >> 20);
 	if ((t + n + k) << img->cluster_bits >= QCOW_MAX_HOST_OFFSET)
 		return qcow_fail(img, -EFBIG, "image file would exceed the qcow2 offset limit");
+	err = reserve_space(img, t, n + k);
+	if (err < 0)
+		return err;
 
 	/* Everything the old refcounts hold must be on disk before the switch. */
 	err = write_back(img);
@@ -358,6 +463,9 @@ static int alloc_at_end(struct qcow_image *img, uint64_t n, uint64_t *first)
 	}
 	if ((t + n + k) << img->cluster_bits >= QCOW_MAX_HOST_OFFSET)
 		return qcow_fail(img, -EFBIG, "image file would exceed the qcow2 offset limit");
+	err = reserve_space(img, t, n + k);
+	if (err < 0)
+		return err;
 	note_in_use(img, t, n + k);
 	err = install_blocks(img, t, n + k, t + n);
 	if (err == 0)
@@ -406,10 +514,15 @@ int alloc_clusters(struct qcow_image *img, uint64_t n, uint64_t *offset)
 	if (run < n) {
 		/* A run reaching the end continues there when its blocks exist. */
 		if (run && plan_stretch(img, start, n, img->reftable, img->reftable_entries) == 0 &&
-		    (start + n - 1) / img->refblock_entries < img->reftable_entries)
+		    (start + n - 1) / img->refblock_entries < img->reftable_entries) {
+			if ((err = reserve_space(img, start, n)) < 0)
+				return err;
 			note_in_use(img, start, n);
-		else if ((err = alloc_at_end(img, n, &start)) < 0)
+		} else if ((err = alloc_at_end(img, n, &start)) < 0) {
 			return err;
+		}
+	} else if ((err = reserve_space(img, start, n)) < 0) {
+		return err;
 	}
 	if (overlaps_metadata(img, start << img->cluster_bits, n << img->cluster_bits))
 		return qcow_fail(
@@ -424,6 +537,29 @@ int alloc_clusters(struct qcow_image *img, uint64_t n, uint64_t *offset)
 	note_in_use(img, start, n);
 	*offset = start << img->cluster_bits;
 	return 0;
+}
+
+/*
+ * Takes back the counts alloc_clusters() gave clusters [offset, offset + n)
+ * that nothing has mapped yet: their refcounts drop at once, as no table on
+ * disk can name them.  end_cluster stays, so a cluster a failed write may
+ * have scribbled on is never taken for one that reads as zeros.  A refcount
+ * block that cannot be read leaves the rest counted: leaked, which costs
+ * space only, so the caller's error and message are what is reported.
+ */
+void unalloc_clusters(struct qcow_image *img, uint64_t offset, uint64_t n)
+{
+	uint64_t first = cluster_of(img, offset), rc;
+	char msg[sizeof(img->errmsg)];
+
+	memcpy(msg, img->errmsg, sizeof(msg));
+	for (uint64_t c = first; c < first + n; c++) {
+		if (refcount_get(img, c, &rc) < 0 || rc == 0 || refcount_set(img, c, rc - 1) < 0)
+			break;
+		if (rc == 1 && c < img->free_hint)
+			img->free_hint = c;
+	}
+	memcpy(img->errmsg, msg, sizeof(msg));
 }
 
 int free_later(struct qcow_image *img, uint64_t cluster)
@@ -468,20 +604,20 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int punch(struct qcow_image *img, uint64_t first, uint64_t n)
+/*
+ * Gives the space of freed clusters back to the file system.  A punch that
+ * fails (no hole punching here, or a disk too full to split an extent)
+ * costs only that space: a cluster is written whole before it is read
+ * again, so it is not an error.
+ */
+static void punch(struct qcow_image *img, uint64_t first, uint64_t n)
 {
-	int err;
-
-	if (!img->ops->punch_hole || n == 0)
-		return 0;
-	err = img->ops->punch_hole(img->ctx, first << img->cluster_bits, n << img->cluster_bits);
-	/* A file system without hole punching only costs space. */
-	if (err == -EOPNOTSUPP || err == -ENOSYS)
-		return 0;
-	if (err < 0)
-		return qcow_fail(img, err, "punching a hole at 0x%llx failed: %s",
-		                 (unsigned long long)(first << img->cluster_bits), strerror(-err));
-	return 0;
+	if (n == 0)
+		return;
+	if (first < img->reserved_hi && first + n > img->reserved_lo)
+		img->reserved_hi = first > img->reserved_lo ? first : img->reserved_lo;
+	if (img->ops->punch_hole)
+		img->ops->punch_hole(img->ctx, first << img->cluster_bits, n << img->cluster_bits);
 }
 
 int apply_pending_frees(struct qcow_image *img)
@@ -516,9 +652,7 @@ int apply_pending_frees(struct qcow_image *img)
 			run_len++;
 			continue;
 		}
-		err = punch(img, run_start, run_len);
-		if (err < 0)
-			break;
+		punch(img, run_start, run_len);
 		run_start = c;
 		run_len = 1;
 	}
@@ -527,5 +661,6 @@ int apply_pending_frees(struct qcow_image *img)
 		img->fenced = err;
 		return err;
 	}
-	return punch(img, run_start, run_len);
+	punch(img, run_start, run_len);
+	return 0;
 }

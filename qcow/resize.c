@@ -33,8 +33,12 @@ static int grow_l1(struct qcow_image *img, uint64_t entries)
 		return qcow_fail(img, -ENOMEM, "no memory for the L1 table");
 	memcpy(l1, img->l1, 8 * (size_t)img->l1_size);
 	err = alloc_clusters(img, clusters, &off);
-	if (err == 0)
-		err = meta_add_range(&img->meta, cluster_of(img, off), clusters, META_L1);
+	if (err < 0) {
+		/* Nothing allocated (a full disk, say): the image stays as it was. */
+		free(l1);
+		return err;
+	}
+	err = meta_add_range(&img->meta, cluster_of(img, off), clusters, META_L1);
 	if (err == 0)
 		err = write_back(img); /* the new table's refcounts first */
 	if (err == 0)

@@ -388,10 +388,14 @@ static int new_entry(struct qcow_image *img, const char *name, uint64_t l1_off, 
 	return 0;
 }
 
-/* Writes a copy of the active L1 table (COPIED bits cleared) to new clusters. */
+/*
+ * Writes a copy of the active L1 table (COPIED bits cleared) to new
+ * clusters.  On failure they are given back: nothing has changed.
+ */
 static int copy_l1(struct qcow_image *img, uint64_t *off)
 {
 	uint64_t cs = img->cluster_size, bytes = 8 * (uint64_t)img->l1_size;
+	uint64_t n = (bytes + cs - 1) / cs;
 	uint64_t *copy;
 	int err;
 
@@ -403,12 +407,18 @@ static int copy_l1(struct qcow_image *img, uint64_t *off)
 		return qcow_fail(img, -ENOMEM, "no memory for the L1 copy");
 	for (uint32_t i = 0; i < img->l1_size; i++)
 		copy[i] = img->l1[i] & htobe64(~QCOW_OFLAG_COPIED);
-	err = alloc_clusters(img, (bytes + cs - 1) / cs, off);
-	if (err == 0)
-		err = meta_add_range(&img->meta, cluster_of(img, *off), (bytes + cs - 1) / cs,
-		                     META_SNAPSHOTS);
+	err = alloc_clusters(img, n, off);
+	if (err < 0)
+		goto out_free;
+	err = meta_add_range(&img->meta, cluster_of(img, *off), n, META_SNAPSHOTS);
 	if (err == 0 && (err = img->ops->pwrite(img->ctx, copy, bytes, *off)) < 0)
 		qcow_fail(img, err, "writing the snapshot's L1 table failed: %s", strerror(-err));
+	if (err < 0) {
+		for (uint64_t i = 0; i < n; i++)
+			meta_remove(&img->meta, cluster_of(img, *off) + i);
+		unalloc_clusters(img, *off, n);
+	}
+out_free:
 	free(copy);
 	return err;
 }
@@ -479,8 +489,13 @@ int qcow_snapshot_create(struct qcow_image *img, const char *name)
 		memcpy(list, img->snapshots, img->nb_snapshots * sizeof(*list));
 	/* The new references first; the snapshot table names them only at the switch. */
 	err = copy_l1(img, &l1_off);
-	if (err == 0)
-		err = l1_add_refs(img, img->l1, img->l1_size, +1);
+	if (err < 0) {
+		/* Nothing has changed (a full disk, say): the image stays writable. */
+		free(list);
+		op_end(img, marked);
+		return err;
+	}
+	err = l1_add_refs(img, img->l1, img->l1_size, +1);
 	if (err == 0)
 		err = fix_copied(img);
 	if (err == 0)

@@ -186,6 +186,9 @@ int write_back(struct qcow_image *img)
 
 	if (img->fenced)
 		return qcow_fail(img, -EIO, "an earlier write-back failed; reopen the image");
+	/* Before writing anything: a full disk fails the write-back, not the image. */
+	if ((err = reserve_fixed_tables(img)) < 0)
+		return err;
 	if (img->meta_dirty && img->lazy && !img->dirty_bit_on_disk) {
 		err = set_dirty_bit(img, true);
 		if (err < 0)

@@ -18,6 +18,13 @@
  * steps, so that a crash can leak clusters but never make an L2 entry point
  * at a cluster whose refcount is not on disk.  Freed clusters are only
  * reused after the mapping that dropped them is on disk.
+ *
+ * Full disks: host space for new clusters is reserved (qcow_io_ops.allocate)
+ * before they are counted or written, so a write that needs space the file
+ * system does not have fails at once with -ENOSPC, having allocated nothing,
+ * and the image stays writable; nothing written back later needs new space.
+ * Only a failed sync or metadata write fences an image (-EIO until it is
+ * reopened), since what it covered may be lost.
  */
 #ifndef BLOCKD_QCOW_H
 #define BLOCKD_QCOW_H
@@ -37,7 +44,11 @@ struct qcow_check_result;
  * Host file operations.  Each returns 0 or -errno.  pread must fill the
  * whole buffer; bytes past the end of the file read as zeros.  pwrite writes
  * the whole buffer (extending the file if needed).  punch_hole deallocates a
- * range that must then read as zeros; it may return -EOPNOTSUPP.  close
+ * range that must then read as zeros; it may return -EOPNOTSUPP.  allocate
+ * reserves disk space for a range, without changing the file's size or what
+ * it reads, so that writing there later cannot fail for lack of space
+ * (-ENOSPC or -EDQUOT when there is none); it may be NULL or return
+ * -EOPNOTSUPP, and then a full disk shows only when a write fails.  close
  * releases ctx and may be NULL.
  */
 struct qcow_io_ops {
@@ -45,6 +56,7 @@ struct qcow_io_ops {
 	int (*pwrite)(void *ctx, const void *buf, size_t len, uint64_t off);
 	int (*sync)(void *ctx);
 	int (*punch_hole)(void *ctx, uint64_t off, uint64_t len);
+	int (*allocate)(void *ctx, uint64_t off, uint64_t len);
 	int (*truncate)(void *ctx, uint64_t size);
 	int (*get_size)(void *ctx, uint64_t *size);
 	void (*close)(void *ctx);
@@ -157,7 +169,12 @@ struct qcow_create_opts {
  */
 int qcow_create(const struct qcow_create_opts *opts, char *err, size_t errlen);
 
-/* Guest I/O, synchronous.  Ranges must lie within the virtual size. */
+/*
+ * Guest I/O, synchronous.  Ranges must lie within the virtual size.  A
+ * write that finds no room fails with -ENOSPC or -EDQUOT and gives back
+ * whatever it had allocated; the range may then read partly old, partly
+ * new, and the image takes writes again once there is space.
+ */
 int qcow_read(struct qcow_image *img, void *buf, uint64_t off, size_t len);
 int qcow_write(struct qcow_image *img, const void *buf, uint64_t off, size_t len);
 

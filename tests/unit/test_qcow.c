@@ -682,3 +682,169 @@ Test(qcow_api, unrecorded_backing_format_is_refused_not_probed)
 	/* Probed when allowed. */
 	cr_assert_eq(open_confined("in/top.qcow2", 0), 0, "%s", err);
 }
+
+/*
+ * A file system that fills up, over the POSIX ops: while full is set,
+ * reserving space and writing past what the file already holds fail with
+ * -ENOSPC, as on a full disk; below that, writes land.  no_reserve_ops
+ * lacks allocate, as for a file system that cannot reserve space.
+ */
+struct filling_disk {
+	void *posix;
+	bool full;
+	uint64_t held; /* bytes from 0 the file has written or reserved */
+};
+
+static int fd_room(struct filling_disk *d, uint64_t off, uint64_t len)
+{
+	if (d->full && off + len > d->held)
+		return -ENOSPC;
+	if (off + len > d->held)
+		d->held = off + len;
+	return 0;
+}
+
+static int fd_pread(void *ctx, void *buf, size_t len, uint64_t off)
+{
+	return qcow_posix_ops.pread(((struct filling_disk *)ctx)->posix, buf, len, off);
+}
+
+static int fd_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
+{
+	struct filling_disk *d = ctx;
+	int rc = fd_room(d, off, len);
+
+	return rc < 0 ? rc : qcow_posix_ops.pwrite(d->posix, buf, len, off);
+}
+
+static int fd_allocate(void *ctx, uint64_t off, uint64_t len)
+{
+	struct filling_disk *d = ctx;
+	int rc = fd_room(d, off, len);
+
+	return rc < 0 ? rc : qcow_posix_ops.allocate(d->posix, off, len);
+}
+
+static int fd_sync(void *ctx)
+{
+	return qcow_posix_ops.sync(((struct filling_disk *)ctx)->posix);
+}
+
+static int fd_punch_hole(void *ctx, uint64_t off, uint64_t len)
+{
+	return qcow_posix_ops.punch_hole(((struct filling_disk *)ctx)->posix, off, len);
+}
+
+static int fd_truncate(void *ctx, uint64_t size)
+{
+	return qcow_posix_ops.truncate(((struct filling_disk *)ctx)->posix, size);
+}
+
+static int fd_get_size(void *ctx, uint64_t *size)
+{
+	return qcow_posix_ops.get_size(((struct filling_disk *)ctx)->posix, size);
+}
+
+static void fd_close(void *ctx)
+{
+	qcow_posix_ops.close(((struct filling_disk *)ctx)->posix);
+}
+
+static const struct qcow_io_ops filling_ops = {
+    .pread = fd_pread,
+    .pwrite = fd_pwrite,
+    .sync = fd_sync,
+    .punch_hole = fd_punch_hole,
+    .allocate = fd_allocate,
+    .truncate = fd_truncate,
+    .get_size = fd_get_size,
+    .close = fd_close,
+};
+
+static const struct qcow_io_ops no_reserve_ops = {
+    .pread = fd_pread,
+    .pwrite = fd_pwrite,
+    .sync = fd_sync,
+    .punch_hole = fd_punch_hole,
+    .truncate = fd_truncate,
+    .get_size = fd_get_size,
+    .close = fd_close,
+};
+
+/*
+ * Flushed data, then a full disk: writes that need new clusters fail with
+ * -ENOSPC (once what was reserved ahead is used up) and leak nothing,
+ * overwrites in place still land, a flush still succeeds (nothing was
+ * lost, so nothing is fenced), and once there is room again the same
+ * handle writes where it failed.  Closed, the image checks clean.
+ */
+static void full_disk(const struct qcow_io_ops *ops, const char *name)
+{
+	static uint8_t a[1 << 20], big[8 << 20], b[65536], c[4096], r[1 << 20];
+	struct filling_disk d = {0};
+	struct qcow_open_opts oo = {
+	    .path = path_of(name), .ops = ops, .ctx = &d, .flags = QCOW_OPEN_RDWR};
+	struct qcow_check_result res;
+	struct qcow_image *img;
+	uint64_t failed_at = 0;
+	int rc;
+
+	create(name, 64 << 20, 0, NULL);
+	cr_assert_eq(qcow_posix_open(path_of(name), O_RDWR, &d.posix), 0);
+	cr_assert_eq(qcow_posix_ops.get_size(d.posix, &d.held), 0);
+	cr_assert_eq(qcow_open(&oo, &img, err, sizeof(err)), 0, "%s", err);
+	fill(a, sizeof(a), 1);
+	cr_assert_eq(qcow_write(img, a, 0, sizeof(a)), 0, "%s", qcow_last_error(img));
+	cr_assert_eq(qcow_flush(img), 0, "%s", qcow_last_error(img));
+
+	d.full = true;
+	rc = qcow_write(img, big, 16 << 20, sizeof(big));
+	cr_assert_eq(rc, -ENOSPC, "8 MiB of new clusters on a full disk: %d", rc);
+	/* Single clusters, each in a new place, until what was reserved ahead runs out. */
+	for (unsigned i = 0; i < 64 && !failed_at; i++) {
+		uint64_t off = (32ull << 20) + i * 65536ull + 100;
+
+		rc = qcow_write(img, c, off, sizeof(c));
+		cr_assert(rc == 0 || rc == -ENOSPC, "%s", qcow_last_error(img));
+		if (rc)
+			failed_at = off;
+	}
+	cr_assert(failed_at, "64 clusters allocated on a full disk");
+	for (size_t i = 0; i < sizeof(b); i++)
+		b[i] = (uint8_t)("compressible"[i % 12]);
+	rc = qcow_write_compressed(img, b, 48 << 20, sizeof(b));
+	cr_assert_eq(rc, -ENOSPC, "a compressed cluster on a full disk: %d", rc);
+	fill(b, sizeof(b), 2);
+	cr_assert_eq(qcow_write(img, b, 0, sizeof(b)), 0, "an overwrite in place failed: %s",
+	             qcow_last_error(img));
+	cr_assert_eq(qcow_flush(img), 0, "a full disk fenced the image: %s", qcow_last_error(img));
+
+	d.full = false;
+	fill(c, sizeof(c), 3);
+	cr_assert_eq(qcow_write(img, c, failed_at, sizeof(c)), 0, "%s", qcow_last_error(img));
+	cr_assert_eq(qcow_close(img), 0);
+
+	img = open_img(name, 0);
+	cr_assert_eq(qcow_check(img, 0, &res), 0);
+	cr_assert(res.corruptions == 0 && res.leaks == 0, "%llu corruptions, %llu leaks",
+	          (unsigned long long)res.corruptions, (unsigned long long)res.leaks);
+	cr_assert_eq(qcow_read(img, r, 0, sizeof(r)), 0);
+	cr_assert(!memcmp(r, b, sizeof(b)) &&
+	              !memcmp(r + sizeof(b), a + sizeof(b), sizeof(a) - sizeof(b)),
+	          "flushed data changed");
+	cr_assert_eq(qcow_read(img, r, failed_at, sizeof(c)), 0);
+	cr_assert_eq(memcmp(r, c, sizeof(c)), 0, "the write after space came back is lost");
+	cr_assert_eq(qcow_read(img, r, 16 << 20, sizeof(r)), 0);
+	cr_assert(all_zero(r, sizeof(r)), "a failed write shows");
+	qcow_close(img);
+}
+
+Test(qcow_api, full_disk_fails_writes_cleanly)
+{
+	full_disk(&filling_ops, "full.qcow2");
+}
+
+Test(qcow_api, full_disk_without_reservations_fails_writes_cleanly)
+{
+	full_disk(&no_reserve_ops, "full-noreserve.qcow2");
+}
