@@ -469,6 +469,20 @@ int qcow_open(const struct qcow_open_opts *opts, struct qcow_image **out, char *
 	return e;
 }
 
+/*
+ * The space reserved ahead past the end of the file (reserve_space()) goes
+ * back at close: a truncate to the file's own size drops blocks past it
+ * (a hole cannot be punched past the end on every file system).
+ */
+static void release_reserved(struct qcow_image *img)
+{
+	uint64_t size, end = img->reserved_hi << img->cluster_bits;
+
+	if (!end || img->ops->get_size(img->ctx, &size) < 0 || end <= size)
+		return;
+	img->ops->truncate(img->ctx, size); /* only space is at stake */
+}
+
 int qcow_close(struct qcow_image *img)
 {
 	int err = 0;
@@ -481,6 +495,8 @@ int qcow_close(struct qcow_image *img)
 		err = qcow_flush(img);
 		if (err == 0 && img->dirty_bit_on_disk)
 			err = set_dirty_bit(img, false);
+		if (err == 0)
+			release_reserved(img);
 	}
 	qcow_abandon(img);
 	return err;
