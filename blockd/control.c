@@ -28,6 +28,7 @@
 #include "route.h"
 #include "size.h"
 #include "store.h"
+#include "unixsock.h"
 
 struct control {
 	struct MHD_Daemon *mhd;
@@ -626,16 +627,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 int control_start(struct store *st, struct manager *m, struct daemon *d, const char *path,
                   const char *nbd_tcp, const char *nbd_socket, struct control **out)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct control *ctl;
-	mode_t old;
-	int fd, rc;
+	int fd;
 
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		log_error("control socket path %s is too long", path);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
 	ctl = calloc(1, sizeof(*ctl));
 	if (!ctl)
 		return -ENOMEM;
@@ -645,20 +639,15 @@ int control_start(struct store *st, struct manager *m, struct daemon *d, const c
 	snprintf(ctl->nbd_tcp, sizeof(ctl->nbd_tcp), "%s", nbd_tcp ? nbd_tcp : "");
 	snprintf(ctl->nbd_socket, sizeof(ctl->nbd_socket), "%s", nbd_socket);
 	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
-	unlink(path); /* the data directory's lock says no other daemon uses it */
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	old = umask(0177); /* the socket is born 0600: only its owner controls volumes */
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(fd, LISTEN_BACKLOG) < 0) {
-		rc = -errno;
-		umask(old);
-		log_error("cannot listen on %s: %s", path, strerror(-rc));
-		if (fd >= 0)
-			close(fd);
+	/*
+	 * 0600: only its owner controls volumes.  The data directory's lock
+	 * says no other daemon uses the path.
+	 */
+	fd = unixsock_listen(path, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0) {
 		free(ctl);
-		return rc;
+		return fd;
 	}
-	umask(old);
 	ctl->fd = fd;
 	ctl->mhd = MHD_start_daemon(
 	    MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, ctl,
