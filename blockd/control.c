@@ -8,6 +8,7 @@
  *
  * Errors: {"error": {"code", "message"}} with 400, 404, 405, 409, 413 or 500.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -158,6 +159,8 @@ static json_t *volume_json(struct control *ctl, const struct store_info *info, b
 	if (ctl->nbd_tcp[0]) {
 		snprintf(uri, sizeof(uri), "nbd://%s/%s", ctl->nbd_tcp, info->name);
 		json_object_set_new(o, "nbd_uri", json_string(uri));
+	} else {
+		json_object_set_new(o, "nbd_uri", json_null());
 	}
 	snprintf(uri, sizeof(uri), "nbd+unix:///%s?socket=%s", info->name, ctl->nbd_socket);
 	json_object_set_new(o, "nbd_unix_uri", json_string(uri));
@@ -624,6 +627,37 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	}
 }
 
+/*
+ * Whether HOST:PORT, as main.c shows the TCP listener ("0.0.0.0:10809",
+ * "[::]:10809"), is a wildcard address.  A client cannot connect to one,
+ * and blockd cannot tell which of the host's addresses its clients reach
+ * (the host name may resolve to a loopback address, as Debian's
+ * /etc/hosts makes it), so such a listener gets no nbd_uri.
+ */
+static bool tcp_is_wildcard(const char *host_port)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon = strrchr(host_port, ':');
+	size_t len = colon ? (size_t)(colon - host_port) : 0;
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (len >= 2 && host_port[0] == '[' && host_port[len - 1] == ']') {
+		host_port++;
+		len -= 2;
+	}
+	if (len == 0 || len >= sizeof(host))
+		return false;
+	memcpy(host, host_port, len);
+	host[len] = '\0';
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return a4.s_addr == htonl(INADDR_ANY);
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_UNSPECIFIED(&a6) ||
+		       (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr32[3] == htonl(INADDR_ANY));
+	return false;
+}
+
 int control_start(struct store *st, struct manager *m, struct daemon *d, const char *path,
                   const char *nbd_tcp, const char *nbd_socket, struct control **out)
 {
@@ -636,7 +670,8 @@ int control_start(struct store *st, struct manager *m, struct daemon *d, const c
 	ctl->st = st;
 	ctl->m = m;
 	ctl->d = d;
-	snprintf(ctl->nbd_tcp, sizeof(ctl->nbd_tcp), "%s", nbd_tcp ? nbd_tcp : "");
+	if (nbd_tcp && !tcp_is_wildcard(nbd_tcp))
+		snprintf(ctl->nbd_tcp, sizeof(ctl->nbd_tcp), "%s", nbd_tcp);
 	snprintf(ctl->nbd_socket, sizeof(ctl->nbd_socket), "%s", nbd_socket);
 	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
 	/*
