@@ -8,6 +8,7 @@
  *
  * Errors: {"error": {"code", "message"}} with 400, 404, 405, 409, 413 or 500.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -28,6 +29,7 @@
 #include "route.h"
 #include "size.h"
 #include "store.h"
+#include "unixsock.h"
 
 struct control {
 	struct MHD_Daemon *mhd;
@@ -160,6 +162,8 @@ static json_t *volume_json(struct control *ctl, const struct store_info *info, b
 	if (ctl->nbd_tcp[0]) {
 		snprintf(uri, sizeof(uri), "nbd://%s/%s", ctl->nbd_tcp, info->name);
 		json_object_set_new(o, "nbd_uri", json_string(uri));
+	} else {
+		json_object_set_new(o, "nbd_uri", json_null());
 	}
 	snprintf(uri, sizeof(uri), "nbd+unix:///%s?socket=%s", info->name, ctl->nbd_socket);
 	json_object_set_new(o, "nbd_unix_uri", json_string(uri));
@@ -634,42 +638,62 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	}
 }
 
+/*
+ * Whether HOST:PORT, as main.c shows the TCP listener ("0.0.0.0:10809",
+ * "[::]:10809"), is a wildcard address.  A client cannot connect to one,
+ * and blockd cannot tell which of the host's addresses its clients reach
+ * (the host name may resolve to a loopback address, as Debian's
+ * /etc/hosts makes it), so such a listener gets no nbd_uri.
+ */
+static bool tcp_is_wildcard(const char *host_port)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon = strrchr(host_port, ':');
+	size_t len = colon ? (size_t)(colon - host_port) : 0;
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (len >= 2 && host_port[0] == '[' && host_port[len - 1] == ']') {
+		host_port++;
+		len -= 2;
+	}
+	if (len == 0 || len >= sizeof(host))
+		return false;
+	memcpy(host, host_port, len);
+	host[len] = '\0';
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return a4.s_addr == htonl(INADDR_ANY);
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_UNSPECIFIED(&a6) ||
+		       (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr32[3] == htonl(INADDR_ANY));
+	return false;
+}
+
 int control_start(struct store *st, struct manager *m, struct daemon *d, const char *path,
                   const char *nbd_tcp, const char *nbd_socket, struct control **out)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct control *ctl;
-	mode_t old;
-	int fd, rc;
+	int fd;
 
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		log_error("control socket path %s is too long", path);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
 	ctl = calloc(1, sizeof(*ctl));
 	if (!ctl)
 		return -ENOMEM;
 	ctl->st = st;
 	ctl->m = m;
 	ctl->d = d;
-	snprintf(ctl->nbd_tcp, sizeof(ctl->nbd_tcp), "%s", nbd_tcp ? nbd_tcp : "");
+	if (nbd_tcp && !tcp_is_wildcard(nbd_tcp))
+		snprintf(ctl->nbd_tcp, sizeof(ctl->nbd_tcp), "%s", nbd_tcp);
 	snprintf(ctl->nbd_socket, sizeof(ctl->nbd_socket), "%s", nbd_socket);
 	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
-	unlink(path); /* the data directory's lock says no other daemon uses it */
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	old = umask(0177); /* the socket is born 0600: only its owner controls volumes */
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(fd, LISTEN_BACKLOG) < 0) {
-		rc = -errno;
-		umask(old);
-		log_error("cannot listen on %s: %s", path, strerror(-rc));
-		if (fd >= 0)
-			close(fd);
+	/*
+	 * 0600: only its owner controls volumes.  The data directory's lock
+	 * says no other daemon uses the path.
+	 */
+	fd = unixsock_listen(path, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0) {
 		free(ctl);
-		return rc;
+		return fd;
 	}
-	umask(old);
 	ctl->fd = fd;
 	ctl->mhd = MHD_start_daemon(
 	    MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, ctl,

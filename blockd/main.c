@@ -42,6 +42,7 @@
 #include "proto.h"
 #include "size.h"
 #include "store.h"
+#include "unixsock.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:10809"
 
@@ -357,15 +358,9 @@ static int listen_unix(const char *path)
 			return -1;
 	}
 	close(fd);
-	unlink(path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(fd, LISTEN_BACKLOG) < 0) {
-		log_error("cannot listen on %s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
+	fd = unixsock_listen(path, SOCK_CLOEXEC); /* 0600, like control.sock */
+	if (fd < 0)
 		return -1;
-	}
 	log_info("listening on %s", path);
 	return fd;
 }

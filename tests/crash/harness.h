@@ -364,6 +364,18 @@ void tally_print(const struct fail_tally *t, const char *who);
 
 /* ---- helpers ------------------------------------------------------------ */
 
+/*
+ * The table caches to open a test image with (qcow_open_opts.l2_cache_bytes
+ * and .refcount_cache_bytes) when a test does not choose them.  1 MiB holds
+ * every table of every image these tests make (guests of at most 16 MiB: at
+ * most 128 KiB of L2 entries per snapshot or active disk; files of tens of
+ * MiB: at most a few hundred KiB of refcount blocks), so nothing is evicted,
+ * as with the defaults.  The defaults allocate 36 MiB per open, which under
+ * AddressSanitizer (poisoning it, then faulting in its shadow) cost more
+ * than all the checks of a crash state.
+ */
+#define TEST_CACHE_BYTES (1ull << 20)
+
 /* Reads the whole disk (at most MiB per call); 0, or the failing rc and its offset in *bad_off. */
 int read_all(struct qcow_image *img, uint8_t *buf, uint64_t size, uint64_t *bad_off);
 

@@ -201,7 +201,11 @@ static bool check_state(struct crash *c, struct memfile *state, bool sample, boo
 
 	/* Read-only. */
 	g_ro_writes = 0;
-	struct qcow_open_opts ro = {.path = "crash-state.qcow2", .ops = &ro_ops, .ctx = state};
+	struct qcow_open_opts ro = {.path = "crash-state.qcow2",
+	                            .ops = &ro_ops,
+	                            .ctx = state,
+	                            .l2_cache_bytes = TEST_CACHE_BYTES,
+	                            .refcount_cache_bytes = TEST_CACHE_BYTES};
 	int rc = qcow_open(&ro, &img, err, sizeof(err));
 	if (rc)
 		img = NULL;
@@ -240,7 +244,9 @@ static bool check_state(struct crash *c, struct memfile *state, bool sample, boo
 	struct qcow_open_opts rw = {.path = "crash-state.qcow2",
 	                            .ops = &memfile_ops,
 	                            .ctx = state,
-	                            .flags = QCOW_OPEN_RDWR};
+	                            .flags = QCOW_OPEN_RDWR,
+	                            .l2_cache_bytes = TEST_CACHE_BYTES,
+	                            .refcount_cache_bytes = TEST_CACHE_BYTES};
 	rc = qcow_open(&rw, &img, err, sizeof(err));
 	if (rc)
 		img = NULL;

@@ -166,8 +166,12 @@ static int read_snapshot(struct memfile *mf, const char *name, uint8_t *buf, uin
 {
 	char err[512] = "";
 	struct qcow_image *img;
-	struct qcow_open_opts o = {
-	    .path = "snapshot-view.qcow2", .ops = &ro_ops, .ctx = mf, .snapshot = name};
+	struct qcow_open_opts o = {.path = "snapshot-view.qcow2",
+	                           .ops = &ro_ops,
+	                           .ctx = mf,
+	                           .snapshot = name,
+	                           .l2_cache_bytes = TEST_CACHE_BYTES,
+	                           .refcount_cache_bytes = TEST_CACHE_BYTES};
 	unsigned writes = g_ro_writes;
 	int rc = qcow_open(&o, &img, err, sizeof(err));
 	if (rc) {
@@ -576,7 +580,11 @@ static bool judge_active(struct crash *c, const uint8_t *got, const char *what)
 static bool open_ro(struct crash *c, struct memfile *mf, struct qcow_image **out, const char *what)
 {
 	char err[512] = "";
-	struct qcow_open_opts ro = {.path = "crash-state.qcow2", .ops = &ro_ops, .ctx = mf};
+	struct qcow_open_opts ro = {.path = "crash-state.qcow2",
+	                            .ops = &ro_ops,
+	                            .ctx = mf,
+	                            .l2_cache_bytes = TEST_CACHE_BYTES,
+	                            .refcount_cache_bytes = TEST_CACHE_BYTES};
 	int rc = qcow_open(&ro, out, err, sizeof(err));
 	STATE_CHECK(c, NULL, rc == 0, "read-only open fails", "%s: read-only qcow_open: %s: %s",
 	            what, strerror(-rc), err);
@@ -636,7 +644,9 @@ static bool check_state(struct crash *c, struct memfile *state, bool sample, boo
 	struct qcow_open_opts rw = {.path = "crash-state.qcow2",
 	                            .ops = &memfile_ops,
 	                            .ctx = state,
-	                            .flags = QCOW_OPEN_RDWR};
+	                            .flags = QCOW_OPEN_RDWR,
+	                            .l2_cache_bytes = TEST_CACHE_BYTES,
+	                            .refcount_cache_bytes = TEST_CACHE_BYTES};
 	rc = qcow_open(&rw, &img, err, sizeof(err));
 	STATE_CHECK(c, NULL, rc == 0, "read-write open fails",
 	            "read-write qcow_open of a crash state: %s: %s", strerror(-rc), err);
@@ -967,6 +977,12 @@ struct fprep {
 	uint8_t *active;  /* the active disk at the end */
 	struct tu_rng rng;
 	uint8_t *wbuf;
+	/*
+	 * Each run's buffers and files, allocated once: fresh ones every run
+	 * cost more than the run under AddressSanitizer.
+	 */
+	uint8_t *post, *got, *snapc, *pdata, *xdata;
+	struct memfile run_mf, copy;
 	const char *dir;
 	bool have_qemu;
 	unsigned runs, qemu_checks;
@@ -1051,8 +1067,12 @@ static void prepare(struct fprep *fp)
 	                              .lazy_refcounts = cfg->lazy_refcounts};
 	int rc = qcow_create(&co, err, sizeof(err));
 	cr_assert_eq(rc, 0, "qcow_create: %s", err);
-	struct qcow_open_opts oo = {
-	    .path = "faulted.qcow2", .ops = &memfile_ops, .ctx = &fp->img, .flags = QCOW_OPEN_RDWR};
+	struct qcow_open_opts oo = {.path = "faulted.qcow2",
+	                            .ops = &memfile_ops,
+	                            .ctx = &fp->img,
+	                            .flags = QCOW_OPEN_RDWR,
+	                            .l2_cache_bytes = TEST_CACHE_BYTES,
+	                            .refcount_cache_bytes = TEST_CACHE_BYTES};
 	struct qcow_image *img;
 	rc = qcow_open(&oo, &img, err, sizeof(err));
 	cr_assert_eq(rc, 0, "qcow_open: %s", err);
@@ -1073,15 +1093,21 @@ static void prepare(struct fprep *fp)
 static uint64_t overlay_diff(const uint8_t *got, const uint8_t *base, const struct overlay *ov,
                              int nov, uint64_t size)
 {
-	for (uint64_t b = 0; b < size; b++) {
-		if (got[b] == base[b])
+	const uint64_t blk = 4096; /* blocks equal to base are skipped whole */
+	for (uint64_t o = 0; o < size; o += blk) {
+		uint64_t n = size - o < blk ? size - o : blk;
+		if (!memcmp(got + o, base + o, n))
 			continue;
-		bool ok = false;
-		for (int k = 0; k < nov && !ok; k++)
-			ok = b >= ov[k].off && b - ov[k].off < ov[k].len &&
-			     ov[k].data[b - ov[k].off] == got[b];
-		if (!ok)
-			return b;
+		for (uint64_t b = o; b < o + n; b++) {
+			if (got[b] == base[b])
+				continue;
+			bool ok = false;
+			for (int k = 0; k < nov && !ok; k++)
+				ok = b >= ov[k].off && b - ov[k].off < ov[k].len &&
+				     ov[k].data[b - ov[k].off] == got[b];
+			if (!ok)
+				return b;
+		}
 	}
 	return size;
 }
@@ -1090,22 +1116,28 @@ static void run_fault(struct fprep *fp, struct frun *r, bool *fired)
 {
 	const struct fault_cfg *cfg = fp->cfg;
 	uint64_t g = cfg->guest_size;
-	struct faulty f = {
-	    .on = r->on, .fail_at = r->fail_at, .error = r->error, .sticky = r->sticky};
-	struct memfile copy = {0};
+	struct faulty f = {.mf = fp->run_mf,
+	                   .on = r->on,
+	                   .fail_at = r->fail_at,
+	                   .error = r->error,
+	                   .sticky = r->sticky};
+	struct memfile *copy = &fp->copy;
 	struct qcow_image *img = NULL;
 	char err[512] = "", why[512] = "";
-	uint8_t *post = malloc(g), *got = malloc(g), *snapc = malloc(g);
-	uint8_t *pdata = malloc(2 * cfg->cluster_size), *xdata = malloc(2 * cfg->cluster_size);
-	cr_assert(post && got && snapc && pdata && xdata);
+	uint8_t *post = fp->post, *got = fp->got, *snapc = fp->snapc;
+	uint8_t *pdata = fp->pdata, *xdata = fp->xdata;
 	cr_assert_eq(mf_copy(&f.mf, &fp->img), 0);
 	fp->runs++;
 	fp->op_runs[r->op]++;
 	tu_watch("snapshot_faults[%s]: %s, fault on %s #%u", cfg->name, fop_names[r->op],
 	         r->on == FAULT_PWRITE ? "pwrite" : "sync", r->fail_at);
 
-	struct qcow_open_opts oo = {
-	    .path = "faulted.qcow2", .ops = &faulty_ops, .ctx = &f, .flags = QCOW_OPEN_RDWR};
+	struct qcow_open_opts oo = {.path = "faulted.qcow2",
+	                            .ops = &faulty_ops,
+	                            .ctx = &f,
+	                            .flags = QCOW_OPEN_RDWR,
+	                            .l2_cache_bytes = TEST_CACHE_BYTES,
+	                            .refcount_cache_bytes = TEST_CACHE_BYTES};
 	int rc = qcow_open(&oo, &img, err, sizeof(err));
 	cr_assert_eq(rc, 0, "qcow_open before the fault: %s", err);
 
@@ -1178,8 +1210,12 @@ static void run_fault(struct fprep *fp, struct frun *r, bool *fired)
 	img = NULL;
 
 	/* The file as left: read-only first. */
-	cr_assert_eq(mf_copy(&copy, &f.mf), 0);
-	struct qcow_open_opts ro = {.path = "faulted.qcow2", .ops = &ro_ops, .ctx = &copy};
+	cr_assert_eq(mf_copy(copy, &f.mf), 0);
+	struct qcow_open_opts ro = {.path = "faulted.qcow2",
+	                            .ops = &ro_ops,
+	                            .ctx = copy,
+	                            .l2_cache_bytes = TEST_CACHE_BYTES,
+	                            .refcount_cache_bytes = TEST_CACHE_BYTES};
 	g_ro_writes = 0;
 	rc = qcow_open(&ro, &img, err, sizeof(err));
 	if (rc)
@@ -1235,7 +1271,7 @@ static void run_fault(struct fprep *fp, struct frun *r, bool *fired)
 		if (!(mask & (1u << s)))
 			continue;
 		const uint8_t *want = s < 2 ? fp->snap[s] : snapc;
-		rc = read_snapshot(&copy, fp->names[s], got, g, why, sizeof(why));
+		rc = read_snapshot(copy, fp->names[s], got, g, why, sizeof(why));
 		F_CHECK(fp, r, rc == 0, "snapshot view fails", "%s", why);
 		bad = first_diff(want, got, g);
 		F_CHECK(fp, r, bad == g, "snapshot reads wrong data",
@@ -1245,15 +1281,19 @@ static void run_fault(struct fprep *fp, struct frun *r, bool *fired)
 
 	if (fp->have_qemu && fp->runs % 8 == 0 && !info.dirty) {
 		char msg[4096];
-		int st = qemu_img_check_mf(&copy, fp->dir, "faulted.qcow2", msg, sizeof(msg));
+		int st = qemu_img_check_mf(copy, fp->dir, "faulted.qcow2", msg, sizeof(msg));
 		fp->qemu_checks++;
 		F_CHECK(fp, r, st == 0 || st == 3, "qemu-img check: corruption",
 		        "qemu-img check exited %d:\n%s", st, msg);
 	}
 
 	/* Read-write: repairs; check and list again. */
-	struct qcow_open_opts rw = {
-	    .path = "faulted.qcow2", .ops = &memfile_ops, .ctx = &copy, .flags = QCOW_OPEN_RDWR};
+	struct qcow_open_opts rw = {.path = "faulted.qcow2",
+	                            .ops = &memfile_ops,
+	                            .ctx = copy,
+	                            .flags = QCOW_OPEN_RDWR,
+	                            .l2_cache_bytes = TEST_CACHE_BYTES,
+	                            .refcount_cache_bytes = TEST_CACHE_BYTES};
 	rc = qcow_open(&rw, &img, err, sizeof(err));
 	if (rc)
 		img = NULL;
@@ -1276,13 +1316,7 @@ out:
 	tu_unwatch();
 	if (img)
 		qcow_abandon(img);
-	mf_free(&copy);
-	mf_free(&f.mf);
-	free(post);
-	free(got);
-	free(snapc);
-	free(pdata);
-	free(xdata);
+	fp->run_mf = f.mf; /* its memory, for the next run */
 }
 
 static void run_faults(const struct fault_cfg *cfg)
@@ -1292,7 +1326,12 @@ static void run_faults(const struct fault_cfg *cfg)
 	make_names(fp.names, cfg->name_len);
 	fp.active = calloc(1, cfg->guest_size);
 	fp.wbuf = malloc(2 * cfg->cluster_size);
-	cr_assert(fp.active && fp.wbuf);
+	fp.post = malloc(cfg->guest_size);
+	fp.got = malloc(cfg->guest_size);
+	fp.snapc = malloc(cfg->guest_size);
+	fp.pdata = malloc(2 * cfg->cluster_size);
+	fp.xdata = malloc(2 * cfg->cluster_size);
+	cr_assert(fp.active && fp.wbuf && fp.post && fp.got && fp.snapc && fp.pdata && fp.xdata);
 	fp.have_qemu = have_qemu_img();
 	fp.dir = crash_dir("snapfault");
 	prepare(&fp);
@@ -1339,10 +1378,17 @@ static void run_faults(const struct fault_cfg *cfg)
 	cr_expect_eq(fp.fails.count, 0, "%u failures in %u faulted runs; first: %s", fp.fails.count,
 	             fp.runs, fp.fails.first);
 	mf_free(&fp.img);
+	mf_free(&fp.run_mf);
+	mf_free(&fp.copy);
 	free(fp.snap[0]);
 	free(fp.snap[1]);
 	free(fp.active);
 	free(fp.wbuf);
+	free(fp.post);
+	free(fp.got);
+	free(fp.snapc);
+	free(fp.pdata);
+	free(fp.xdata);
 }
 
 TestSuite(snapshot_faults, .fini = crash_dir_remove, .timeout = 300);

@@ -41,7 +41,7 @@ struct fault_cfg {
 	bool lazy_refcounts;
 	uint64_t guest_size;
 	unsigned nops;
-	uint64_t cache_bytes; /* L2 and refcount caches; 0: the defaults */
+	uint64_t cache_bytes; /* L2 and refcount caches; 0: TEST_CACHE_BYTES */
 	uint64_t seed;
 };
 
@@ -145,7 +145,11 @@ static void verify_after(const struct fault_cfg *cfg, struct faulty *f, struct g
 	cr_assert(got);
 	cr_assert_eq(mf_copy(&copy, &f->mf), 0);
 
-	struct qcow_open_opts ro = {.path = "faulted.qcow2", .ops = &memfile_ops, .ctx = &copy};
+	struct qcow_open_opts ro = {.path = "faulted.qcow2",
+	                            .ops = &memfile_ops,
+	                            .ctx = &copy,
+	                            .l2_cache_bytes = TEST_CACHE_BYTES,
+	                            .refcount_cache_bytes = TEST_CACHE_BYTES};
 	int rc = qcow_open(&ro, &img, err, sizeof(err));
 	if (rc)
 		img = NULL;
@@ -171,8 +175,12 @@ static void verify_after(const struct fault_cfg *cfg, struct faulty *f, struct g
 	        "says 0x%02x and none of the %zu later or failed operations wrote that",
 	        v.bad_off, v.got, v.durable_ops, v.expected, v.candidates);
 
-	struct qcow_open_opts rw = {
-	    .path = "faulted.qcow2", .ops = &memfile_ops, .ctx = &copy, .flags = QCOW_OPEN_RDWR};
+	struct qcow_open_opts rw = {.path = "faulted.qcow2",
+	                            .ops = &memfile_ops,
+	                            .ctx = &copy,
+	                            .flags = QCOW_OPEN_RDWR,
+	                            .l2_cache_bytes = TEST_CACHE_BYTES,
+	                            .refcount_cache_bytes = TEST_CACHE_BYTES};
 	rc = qcow_open(&rw, &img, err, sizeof(err));
 	if (rc)
 		img = NULL;
@@ -215,6 +223,7 @@ static struct run_result run_once(const struct fault_cfg *cfg, const struct work
 	char err[512] = "";
 	struct qcow_image *img = NULL;
 	bool created = false, judge = false;
+	uint64_t cache = cfg->cache_bytes ? cfg->cache_bytes : TEST_CACHE_BYTES;
 	struct qcow_create_opts co = {
 	    .path = "faulted.qcow2",
 	    .ops = &faulty_ops,
@@ -234,8 +243,8 @@ static struct run_result run_once(const struct fault_cfg *cfg, const struct work
 	                            .ops = &faulty_ops,
 	                            .ctx = &f,
 	                            .flags = QCOW_OPEN_RDWR,
-	                            .l2_cache_bytes = cfg->cache_bytes,
-	                            .refcount_cache_bytes = cfg->cache_bytes};
+	                            .l2_cache_bytes = cache,
+	                            .refcount_cache_bytes = cache};
 	rc = CALL(&f, "qcow_open", qcow_open(&oo, &img, err, sizeof(err)));
 	if (rc)
 		img = NULL;
