@@ -202,6 +202,14 @@
 #define VOLUME_IDLE_CLOSE_SEC 10
 
 /*
+ * L2 cache of the open that reads a volume at start (its header and
+ * snapshot table, or a repair's walk): the served image gets --cache-size
+ * when it is opened for use; thousands of full caches made and freed at
+ * start would only cost time.
+ */
+#define STORE_SCAN_CACHE_BYTES (256u << 10)
+
+/*
  * POST .../recover: how long the volume's connections (cut within a loop's
  * tick, a second) may take to go before the call gives up.
  */

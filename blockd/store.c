@@ -513,11 +513,12 @@ static void set_error(struct volume *vol, const char *err)
 }
 
 /*
- * With main.lock held and VOL closed: opens its file and image (repairing
- * what the dirty bit says), reads its snapshot list and backing file and
- * publishes them.  0, or -errno with the reason in ERR and in vol->error.
+ * With main.lock held and VOL closed: opens its file and image (an L2
+ * cache of CACHE_BYTES; repairing what the dirty bit says), reads its
+ * snapshot list and backing file and publishes them.  0, or -errno with the reason in ERR and in
+ * vol->error.
  */
-static int open_locked(struct volume *vol, char *err, size_t errlen)
+static int open_locked(struct volume *vol, uint64_t cache_bytes, char *err, size_t errlen)
 {
 	struct store *st = vol->st;
 	struct store_snapshot *snaps = NULL, *old_snaps;
@@ -557,8 +558,8 @@ static int open_locked(struct volume *vol, char *err, size_t errlen)
 		snprintf(err, errlen, "%s is in use by another process", vol->path);
 		goto out_error;
 	}
-	rc = image_open(&vol->main, vol->path, vol->fd, NULL, st->cache_bytes, st->backing_dirs,
-	                err, errlen);
+	rc = image_open(&vol->main, vol->path, vol->fd, NULL, cache_bytes, st->backing_dirs, err,
+	                errlen);
 	if (rc < 0)
 		goto out_error;
 	rc = read_snaps(vol->main.img, &snaps, &n_snaps);
@@ -617,7 +618,7 @@ static int open_volume(struct store *st, const char *name, struct volume **out, 
 	snprintf(vol->name, sizeof(vol->name), "%s", name);
 	image_init(&vol->main);
 	pthread_mutex_lock(&vol->main.lock);
-	rc = open_locked(vol, err, errlen);
+	rc = open_locked(vol, STORE_SCAN_CACHE_BYTES, err, errlen);
 	if (rc == 0) {
 		log_info("volume %s: %llu bytes, %u snapshot(s)", name,
 		         (unsigned long long)atomic_load(&vol->main.size), vol->n_snaps);
@@ -641,7 +642,7 @@ int store_use(struct volume *vol, struct image **im, char *err, size_t errlen)
 
 	pthread_mutex_lock(&vol->main.lock);
 	if (!vol->open) {
-		rc = open_locked(vol, err, errlen);
+		rc = open_locked(vol, vol->st->cache_bytes, err, errlen);
 		if (rc < 0)
 			log_error("volume %s: cannot open: %s", vol->name, err);
 	}
@@ -1041,7 +1042,7 @@ int store_recover(struct volume *vol, char *err, size_t errlen)
 	pthread_mutex_lock(&vol->main.lock);
 	reopen_if_fenced(vol);
 	if (!vol->open) {
-		rc = open_locked(vol, err, errlen);
+		rc = open_locked(vol, st->cache_bytes, err, errlen);
 		if (rc < 0)
 			log_error("volume %s: cannot open: %s", vol->name, err);
 		else
@@ -1176,7 +1177,7 @@ static void open_volume_job(struct exec_job *job)
 	pthread_mutex_lock(&vol->main.lock);
 	reopen_if_fenced(vol);
 	if (!vol->open) {
-		rc = open_locked(vol, err, sizeof(err));
+		rc = open_locked(vol, vol->st->cache_bytes, err, sizeof(err));
 		if (rc < 0)
 			log_error("volume %s: cannot open: %s", vol->name, err);
 	}
